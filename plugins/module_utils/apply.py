@@ -1,0 +1,347 @@
+# -*- coding: utf-8 -*-
+# Copyright: nimguard.k8s contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Converge a set of desired objects: read, decide, server-side apply (or dry-run), prune, report.
+
+How "nothing to change" is decided without a write: every object we apply carries the hash of what
+we applied (annotation nimguard.io/applied-hash). An object is unchanged when its live copy carries
+the same hash *and* every field we set still has our value (drift by another writer is caught by
+the second test; a field we stopped setting changes the hash). Live copies come from one LIST per
+kind (by the labels we set) when the caller can say which labels, else one GET per object; both run
+concurrently. Only objects that differ are applied, so a rerun makes no write at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal, InvalidOperation
+
+from ansible_collections.nimguard.k8s.plugins.module_utils.client import ApiError, NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.redact import clean, short_hash
+
+HASH_ANNOTATION = "nimguard.io/applied-hash"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MAX_WORKERS = 8
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+_SUFFIX = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
+           "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10 ** 3, "M": 10 ** 6,
+           "G": 10 ** 9, "T": 10 ** 12, "P": 10 ** 15, "E": 10 ** 18}
+
+
+def _quantity(value):
+    m = _QUANTITY.match(value)
+    if not m:
+        return None
+    try:
+        return Decimal(m.group(1)) * Decimal(_SUFFIX.get(m.group(2), 1))
+    except InvalidOperation:
+        return None
+
+
+def _scalar_equal(want, have):
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have
+    if want == have:
+        return True
+    # The API server canonicalises quantities ("1000m" -> "1", "0.5" -> "500m") and int-or-string ports.
+    if isinstance(want, (str, int)) and isinstance(have, (str, int)) and not isinstance(want, bool):
+        a, b = _quantity(str(want)), _quantity(str(have))
+        return a is not None and a == b
+    return False
+
+
+def is_subset(want, have):
+    """True when every field of `want` is present in `have` with the same value."""
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return False
+        return all(is_subset(v, have[k]) if k in have else _omitted(v) for k, v in want.items())
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(want) != len(have):
+            return False
+        return all(is_subset(w, h) for w, h in zip(want, have))
+    return _scalar_equal(want, have)
+
+
+def _omitted(value):
+    """The API server drops empty lists/maps and zero numbers of `omitempty` fields. False is kept out of
+    this on purpose: a missing pointer bool (automountServiceAccountToken) means the default, true."""
+    return value is not False and value in ([], {}, 0, "")
+
+
+def stamp(obj):
+    """Return a copy of obj carrying the hash of itself (without the hash)."""
+    obj = copy.deepcopy(obj)
+    annotations = obj.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations.pop(HASH_ANNOTATION, None)
+    annotations[HASH_ANNOTATION] = short_hash(obj)
+    return obj
+
+
+def ref(obj):
+    meta = obj.get("metadata", {})
+    out = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": meta.get("name")}
+    if meta.get("namespace"):
+        out["namespace"] = meta["namespace"]
+    return out
+
+
+def _key(obj):
+    meta = obj.get("metadata", {})
+    return (obj.get("kind"), meta.get("namespace") or "", meta.get("name"))
+
+
+def _comparable(obj):
+    out = clean(obj)
+    meta = out.get("metadata") or {}
+    if meta.get("annotations"):
+        meta["annotations"].pop(HASH_ANNOTATION, None)
+        if not meta["annotations"]:
+            meta.pop("annotations")
+    return out
+
+
+def _pmap(fn, items):
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+class Converger(object):
+    """Collects per-object outcomes and diffs for one task."""
+
+    def __init__(self, client, check_mode=False, want_diff=False, force=False):
+        self.client = client
+        self.check_mode = check_mode
+        self.want_diff = want_diff
+        self.force = force
+        self.objects = []
+        self.diffs = []
+        self.warnings = []
+        self.changed = False
+
+    def _record(self, obj, action, before=None, after=None):
+        entry = ref(obj)
+        entry["action"] = action
+        self.objects.append(entry)
+        if action != "unchanged":
+            self.changed = True
+            if self.want_diff:
+                label = "%s %s/%s" % (entry["kind"], entry.get("namespace", ""), entry["name"])
+                self.diffs.append({"before_header": label, "after_header": label,
+                                   "before": _comparable(before) if before else {},
+                                   "after": _comparable(after) if after else {}})
+
+    def read(self, desired, prune=None):
+        """Live copies of desired objects, and the prune candidates: {key: live}, [live...]."""
+        if prune:
+            kinds = {}
+            for api_version, kind in list(prune["kinds"]) + [(o["apiVersion"], o["kind"]) for o in desired]:
+                kinds[(api_version, kind)] = True
+            resources = [self.client.resource(a, k) for a, k in kinds]
+            lists = _pmap(lambda r: self.client.list(r, prune.get("namespace"), prune["selector"]), resources)
+            live = {}
+            for items in lists:
+                for item in items:
+                    live[_key(item)] = item
+            found = dict((_key(o), live.get(_key(o))) for o in desired)
+            wanted = set(found)
+            extra = [item for k, item in sorted(live.items(), key=lambda kv: kv[0]) if k not in wanted]
+            return found, extra
+
+        def get(o):
+            res = self.client.resource(o["apiVersion"], o["kind"])
+            return self.client.get(res, o["metadata"].get("namespace"), o["metadata"]["name"])
+        return dict(zip([_key(o) for o in desired], _pmap(get, desired))), []
+
+    def converge(self, desired, prune=None, known=None):
+        """Apply what differs, prune what is no longer wanted. Returns {key: resulting live object}.
+        `known`: live copies (or None) the caller already read, in the order of `desired`."""
+        desired = [stamp(o) for o in desired]
+        if known is not None:
+            found, extra = dict(zip([_key(o) for o in desired], known)), []
+        else:
+            found, extra = self.read(desired, prune)
+        result = {}
+        for obj in desired:
+            live = found.get(_key(obj))
+            if live is not None and _unchanged(obj, live):
+                self._record(obj, "unchanged")
+                result[_key(obj)] = live
+                continue
+            result[_key(obj)] = self.apply_one(obj, live)
+        for obj in extra:
+            self.delete_one(obj)
+        return result
+
+    def apply_one(self, obj, live=None):
+        res = self.client.resource(obj["apiVersion"], obj["kind"])
+        try:
+            status, after = self.client.apply(res, obj, dry_run=self.check_mode, force=self.force)
+        except ApiError as e:
+            if self.check_mode and e.status == 404 and "namespaces" in e.api_message and obj["kind"] != "Namespace":
+                # The namespace is created by an earlier task that check mode did not run for real.
+                self.warnings.append("%s %s: namespace %s does not exist yet, so the server could not validate "
+                                     "it in check mode." % (obj["kind"], obj["metadata"]["name"],
+                                                            obj["metadata"].get("namespace")))
+                self._record(obj, "created", None, obj)
+                return obj
+            raise translate(e, obj, self.force)
+        if status == 201:
+            action = "created"
+        elif self.check_mode:
+            action = "unchanged" if live is not None and _comparable(after) == _comparable(live) else "updated"
+            if live is None:  # unlabelled object adopted: compare to what the server holds now
+                current = self.client.get(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                action = "unchanged" if _comparable(after) == _comparable(current) else "updated"
+                live = current
+        else:
+            before_rv = (live or {}).get("metadata", {}).get("resourceVersion")
+            action = "unchanged" if before_rv and before_rv == after["metadata"].get("resourceVersion") else "updated"
+        self._record(obj, action, live, after)
+        return after
+
+    def delete_one(self, obj):
+        meta = obj["metadata"]
+        res = self.client.resource(obj["apiVersion"], obj["kind"])
+        try:
+            gone = self.client.delete(res, meta.get("namespace"), meta["name"], dry_run=self.check_mode)
+        except ApiError as e:
+            raise translate(e, obj, self.force, verb="delete")
+        if gone:
+            self._record(obj, "deleted", obj, None)
+
+    def absent(self, objs):
+        """Delete these (live or desired) objects if they exist."""
+        for obj in objs:
+            self.delete_one(obj)
+
+    def result(self, **extra):
+        out = dict(changed=self.changed, objects=self.objects)
+        if self.want_diff and self.diffs:
+            out["diff"] = self.diffs
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        out.update(extra)
+        return out
+
+
+def _unchanged(desired, live):
+    want_hash = desired["metadata"]["annotations"][HASH_ANNOTATION]
+    have_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return want_hash == have_hash and is_subset(desired, live)
+
+
+def translate(err, obj, force=False, verb="apply"):
+    """An API error on one object, as a message that says what to do."""
+    what = "%s %s%s" % (obj.get("kind"), (obj["metadata"].get("namespace") + "/") if obj["metadata"].get("namespace")
+                        else "", obj["metadata"].get("name"))
+    if err.status == 403:
+        msg = ("Forbidden: the identity used cannot %s %s (%s). Fix: grant it that verb on that resource "
+               "(Role/ClusterRole + binding), or run with a kubeconfig/context that has it." % (verb, what,
+                                                                                                 err.api_message))
+    elif err.field_conflict:
+        fields = ", ".join(c.get("field", "?") for c in err.causes)
+        msg = ("Conflict on %s: field(s) %s are owned by another field manager (%s). Fix: remove them from the "
+               "other tool, or set force_conflicts: true to take them over." % (what, fields, err.api_message))
+    elif err.status == 422:
+        causes = "; ".join("%s: %s" % (c.get("field", "?"), c.get("message", "")) for c in err.causes)
+        msg = "The API server rejected %s as invalid: %s. Fix the option that sets these fields." % (
+            what, causes or err.api_message)
+    elif err.status == 404:
+        msg = "Not found while trying to %s %s: %s. Fix: create what it depends on first (namespace, CRD)." % (
+            verb, what, err.api_message)
+    elif err.status == 400 and "forbidden" in err.api_message.lower():
+        msg = "Admission rejected %s: %s" % (what, err.api_message)
+    else:
+        msg = "Could not %s %s: HTTP %s %s: %s" % (verb, what, err.status, err.reason, err.api_message)
+    return NimError(msg, status=err.status, object=ref(obj))
+
+
+# ---------------------------------------------------------------------------------------------
+# Waiting
+
+
+def wait_rollout(client, namespace, name, timeout, sleep=time.sleep):
+    """Wait until a Deployment has all replicas updated and available; on timeout say why not."""
+    res = client.resource("apps/v1", "Deployment")
+    deadline = time.monotonic() + timeout
+    dep = None
+    while True:
+        dep = client.get(res, namespace, name)
+        if dep is None:
+            raise NimError("Deployment %s/%s disappeared while waiting for its rollout." % (namespace, name))
+        if rollout_complete(dep):
+            return dep
+        stuck = _admission_failure(dep)
+        if stuck or time.monotonic() >= deadline:
+            break
+        sleep(1.0)
+    reason = stuck or why_not_ready(client, dep)
+    raise NimError("Deployment %s/%s did not finish its rollout within %ss: %s" % (namespace, name, timeout, reason),
+                   rollout=rollout_status(dep))
+
+
+def rollout_complete(dep):
+    spec, status = dep.get("spec", {}), dep.get("status", {})
+    want = spec.get("replicas", 1)
+    return (status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
+            and status.get("updatedReplicas", 0) == want and status.get("availableReplicas", 0) == want
+            and status.get("replicas", 0) == want and not status.get("unavailableReplicas"))
+
+
+def rollout_status(dep):
+    status = dep.get("status", {})
+    return dict((k, status.get(k, 0)) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
+                                                  "unavailableReplicas"))
+
+
+def _admission_failure(dep):
+    for cond in dep.get("status", {}).get("conditions", []):
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return ("pods cannot be created: %s. Fix: make the pod spec satisfy the namespace's Pod Security level "
+                    "and that every RuntimeClass/ServiceAccount it names exists." % cond.get("message"))
+    return None
+
+
+def why_not_ready(client, dep):
+    """Turn pod states into the reason a user needs: unschedulable, image pull, config, crash."""
+    selector = ",".join("%s=%s" % kv for kv in sorted(dep["spec"]["selector"].get("matchLabels", {}).items()))
+    pods = client.list(client.resource("v1", "Pod"), dep["metadata"]["namespace"], selector)
+    reasons = []
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        for cond in pod.get("status", {}).get("conditions", []):
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                msg = cond.get("message", "")
+                hint = (" Fix: no node has free nvidia.com/gpu or matches node_selector/tolerations; add GPU nodes "
+                        "or lower resources.gpus." if "nvidia.com/gpu" in msg else
+                        " Fix: check resources, node_selector and tolerations.")
+                reasons.append("pod %s is unschedulable: %s.%s" % (name, msg, hint))
+        statuses = pod.get("status", {}).get("initContainerStatuses", []) + pod.get("status", {}).get(
+            "containerStatuses", [])
+        for cs in statuses:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            why = waiting.get("reason")
+            if why in ("ErrImagePull", "ImagePullBackOff"):
+                reasons.append("pod %s cannot pull image %s (%s). Fix: check image.repository/tag and that "
+                               "image.pull_secrets names an existing registry Secret for that registry."
+                               % (name, cs.get("image"), waiting.get("message", why)))
+            elif why in ("CreateContainerConfigError", "CreateContainerError"):
+                reasons.append("pod %s container %s cannot start: %s. Fix: create the Secret/ConfigMap it names."
+                               % (name, cs.get("name"), waiting.get("message", why)))
+            elif why == "CrashLoopBackOff":
+                reasons.append("pod %s container %s keeps crashing (restarts: %s). Look at `kubectl logs -n %s %s "
+                               "-c %s --previous`." % (name, cs.get("name"), cs.get("restartCount"),
+                                                       dep["metadata"]["namespace"], name, cs.get("name")))
+            elif not cs.get("ready") and (cs.get("state") or {}).get("running"):
+                reasons.append("pod %s container %s is running but not ready (readiness probe)." % (name, cs["name"]))
+    if not pods:
+        reasons.append("no pods exist for it yet (status: %s)" % rollout_status(dep))
+    return " ".join(reasons) or "replicas not yet available (status: %s)" % rollout_status(dep)

@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: nimguard.k8s contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin shared by every module of the collection.
+
+Starting a module costs a new Python interpreter and an AnsiballZ payload per task, which is most of
+a converge's time (the API work is milliseconds). When the task runs on the controller itself
+(connection local, no become), the same module_utils code runs here, in the worker process; on any
+other host the module runs there as usual, so a bastion host that alone reaches the API keeps working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.parameters import remove_values
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import spec
+
+# Set NIMGUARD_REMOTE_MODULE=1 to always run the module the classic way (for comparisons and debugging).
+_FORCE_MODULE = "NIMGUARD_REMOTE_MODULE"
+_ENV_PREFIXES = ("K8S_AUTH_", "KUBECONFIG", "KUBERNETES_SERVICE_")
+
+
+class NimAction(ActionBase):
+    MODULE = ""
+    TRANSFERS_FILES = False
+
+    def _in_controller(self):
+        transport = getattr(self._connection, "transport", "") or ""
+        return (transport.split(".")[-1] == "local" and not self._play_context.become
+                and os.environ.get(_FORCE_MODULE) != "1")
+
+    @contextlib.contextmanager
+    def _task_environment(self):
+        """The task's `environment:` keyword, limited to the variables the client reads."""
+        overlay = {}
+        for entry in self._task.environment or []:
+            entry = self._templar.template(entry)
+            if isinstance(entry, dict):
+                overlay.update((str(k), str(v)) for k, v in entry.items() if str(k).startswith(_ENV_PREFIXES))
+        saved = dict((k, os.environ.get(k)) for k in overlay)
+        os.environ.update(overlay)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(NimAction, self).run(tmp, task_vars)
+        if not self._in_controller():
+            result.update(self._execute_module(module_name="nimguard.k8s." + self.MODULE,
+                                               module_args=self._task.args, task_vars=task_vars))
+            return result
+        kwargs = spec(self.MODULE)
+        kwargs.pop("supports_check_mode", None)
+        argument_spec = kwargs.pop("argument_spec")
+        validator = ArgumentSpecValidator(argument_spec, **kwargs)
+        with self._task_environment():
+            validated = validator.validate(dict(self._task.args))
+            no_log_values = validated._no_log_values
+            if validated.error_messages:
+                out = dict(failed=True, msg="; ".join(validated.error_messages))
+            else:
+                ok, out = run(self.MODULE, validated.validated_parameters, check_mode=bool(self._task.check_mode),
+                              diff=bool(self._task.diff))
+                if not ok:
+                    out["failed"] = True
+        result.update(remove_values(out, no_log_values))
+        return result

@@ -1,0 +1,67 @@
+# Builds the local cluster's binaries from the Go module proxy into $CACHE/bin/<part>-<version>/.
+# A part is rebuilt only when its key (version + go.mod/go.sum hash) changes.
+# shellcheck shell=bash
+
+_key() { cat "$@" 2>/dev/null | sha256sum | cut -c1-12; }
+
+# build_part NAME KEY OUTDIR COMMAND...: skip when OUTDIR/.key matches.
+build_part() {
+  local name=$1 key=$2 out=$3; shift 3
+  if [[ -f $out/.key && $(cat "$out/.key") == "$key" ]]; then
+    return 0
+  fi
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  log "building $name (cold: minutes on 2 cores; output below every 30s)"
+  local t0=$SECONDS
+  ( "$@" "$out.tmp" ) &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30
+    kill -0 "$pid" 2>/dev/null && log "  still building $name ($((SECONDS - t0))s)"
+  done
+  wait "$pid" || die "building $name failed"
+  echo "$key" > "$out.tmp/.key"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  log "built $name in $((SECONDS - t0))s"
+}
+
+_build_k8s() {
+  local out=$1 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  cd "$ROOT/scripts/localcluster/k8s" &&
+    go build -trimpath -ldflags "$ld" -o "$out/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet
+}
+
+_build_etcd() {
+  cd "$ROOT/scripts/localcluster/etcd" &&
+    go build -trimpath -ldflags "-s -w" -o "$1/etcd" go.etcd.io/etcd/server/v3
+}
+
+_build_goinstall() {  # _build_goinstall PKG@VERSION [env...] OUT
+  local pkg=$1; shift
+  local out=${!#}
+  env GOBIN="$out" "${@:1:$#-1}" go install -trimpath -ldflags "-s -w" "$pkg"
+}
+
+K8S_BIN=$CACHE/bin/k8s-$K8S_VERSION
+ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
+KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
+KUBE_SCORE_BIN=$CACHE/bin/kube-score-$KUBE_SCORE_VERSION
+
+build_all() {
+  command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
+  build_part "kubernetes $K8S_VERSION (apiserver, controller-manager, scheduler, kubectl, kubelet)" \
+    "$K8S_VERSION-$(_key "$ROOT"/scripts/localcluster/k8s/go.{mod,sum})" "$K8S_BIN" _build_k8s
+  build_part "etcd $ETCD_VERSION" "$ETCD_VERSION-$(_key "$ROOT"/scripts/localcluster/etcd/go.{mod,sum})" \
+    "$ETCD_BIN" _build_etcd
+  build_part "kwok $KWOK_VERSION" "$KWOK_VERSION" "$KWOK_BIN" \
+    _build_goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  build_part "kube-score $KUBE_SCORE_VERSION" "$KUBE_SCORE_VERSION" "$KUBE_SCORE_BIN" \
+    _build_goinstall "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+}

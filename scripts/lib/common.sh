@@ -1,0 +1,49 @@
+# Shared settings for the local-cluster scripts. Sourced, never run.
+# shellcheck shell=bash disable=SC2034  # settings: used by the scripts that source this file
+# Versions are the cache keys: bump one and the next `scripts/cluster build` rebuilds only that part.
+K8S_VERSION=v1.35.4
+ETCD_VERSION=v3.6.6
+KWOK_VERSION=v0.8.0
+KUBE_SCORE_VERSION=v1.20.0
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE=${NIMGUARD_CACHE:-$HOME/.cache/nimguard}
+STATE=${NIMGUARD_STATE:-$CACHE/run}          # certificates, etcd data, logs, pids of the running cluster
+export GOFLAGS=${GOFLAGS:--buildvcs=false}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Run a step and print how long it took; CI logs read like a profile.
+timed() {
+  local what=$1; shift
+  local t0=$SECONDS
+  log "$what ..."
+  "$@" || die "$what failed"
+  log "$what done in $((SECONDS - t0))s"
+}
+
+# Python side: one virtual environment per requirements set, outside git (scripts/setup makes it).
+VENV=$CACHE/venv
+# Ansible finds this checkout as nimguard.k8s through a per-checkout collections path outside git.
+COLLECTIONS_DIR=$CACHE/collections/$(printf %s "$ROOT" | sha256sum | cut -c1-8)
+
+link_collection() {
+  mkdir -p "$COLLECTIONS_DIR/ansible_collections/nimguard"
+  ln -sfn "$ROOT" "$COLLECTIONS_DIR/ansible_collections/nimguard/k8s"
+  export ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS_DIR
+}
+
+# Debian packages scripts/setup installs (apt-get) when missing; extend this one list, e.g.
+# APT_PACKAGES+=(jq). openssl: certificates. rsync: copies of the tree for ansible-test. git: file
+# lists for sanity and shellcheck. shellcheck: used by `scripts/test shellcheck` and ansible-test.
+APT_PACKAGES=(openssl rsync shellcheck git ca-certificates)
+
+# The interpreter the venv is made from (ansible-core 2.19 wants 3.11 to 3.13 on the controller).
+PYTHON=${NIMGUARD_PYTHON:-python3}
+
+# Put the venv's tools (ansible-*, pytest, ...) first on PATH.
+use_venv() {
+  [[ -x $VENV/bin/python ]] || die "no virtual environment at $VENV: run scripts/setup"
+  export VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH
+}

@@ -1,0 +1,76 @@
+"""Run tasks through a real `ansible-playbook` and get every task's registered result back."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+class PlayResult(object):
+    def __init__(self, proc, results):
+        self.proc = proc
+        self.results = results
+        self.output = proc.stdout + proc.stderr
+
+    def __getitem__(self, i):
+        return self.results[i]
+
+    def __repr__(self):
+        return "PlayResult(rc=%s, results=%s)\n%s" % (self.proc.returncode, self.results, self.output[-4000:])
+
+
+def run_play(cluster, tasks, check=False, diff=False, verbosity=0, env=None, extra_vars=None, module_defaults=None,
+             timeout=600):
+    """Each task gets `register` and `ignore_errors`, so a failure is data for the test, not a crash."""
+    tmp = tempfile.mkdtemp(prefix="nimguard-play-")
+    out_file = os.path.join(tmp, "results.json")
+    play_tasks = []
+    for i, task in enumerate(tasks):
+        task = dict(task)
+        task.setdefault("name", "task %d" % i)
+        task["register"] = "r%d" % i
+        task["ignore_errors"] = True
+        play_tasks.append(task)
+    collect = "[%s]" % ", ".join("r%d | default({})" % i for i in range(len(tasks)))
+    play_tasks.append({"name": "collect results", "ansible.builtin.copy": {
+        "content": "{{ %s | to_json }}" % collect, "dest": out_file, "mode": "0600"},
+        "check_mode": False, "diff": False})
+    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": play_tasks}]
+    if module_defaults:
+        play[0]["module_defaults"] = module_defaults
+    path = os.path.join(tmp, "play.yml")
+    with open(path, "w") as f:
+        yaml.safe_dump(play, f)
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", path,
+           "-e", "ansible_python_interpreter=%s" % sys.executable]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    run_env = dict(cluster.env)
+    run_env.setdefault("ANSIBLE_FORCE_COLOR", "0")
+    run_env["ANSIBLE_NOCOLOR"] = "1"
+    run_env.update(env or {})
+    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=timeout, check=False)
+    results = []
+    if os.path.exists(out_file):
+        with open(out_file) as f:
+            results = json.load(f)
+    assert results, "playbook produced no results:\n%s\n%s" % (proc.stdout[-5000:], proc.stderr[-3000:])
+    return PlayResult(proc, results)
+
+
+def writes(cluster, mark, namespace=None):
+    """Mutating requests recorded by the audit log since `mark` (optionally in one namespace)."""
+    events = cluster.audit_events(mark, verbs=WRITES, namespace=namespace)
+    # the API server's own controllers write too (status updates, events): keep requests made by the test's user
+    return [e for e in events if not e.get("user", {}).get("username", "").startswith("system:")]
