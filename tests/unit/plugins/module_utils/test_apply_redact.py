@@ -1,0 +1,72 @@
+import base64
+
+from ansible_collections.nimguard.k8s.plugins.module_utils import apply, redact
+
+
+def test_subset_ignores_server_defaults_and_canonical_quantities():
+    want = {"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1000m", "memory": "1024Mi"}}}]}}
+    have = {"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                                     "terminationMessagePath": "/dev/termination-log"}], "dnsPolicy": "ClusterFirst"}}
+    assert apply.is_subset(want, have)
+
+
+def test_subset_treats_dropped_empty_values_as_equal_but_not_false():
+    assert apply.is_subset({"rules": [], "x": {}, "n": 0}, {})
+    assert not apply.is_subset({"automountServiceAccountToken": False}, {})
+
+
+def test_subset_detects_drift():
+    assert not apply.is_subset({"spec": {"replicas": 2}}, {"spec": {"replicas": 3}})
+    assert not apply.is_subset({"a": [1, 2]}, {"a": [1]})
+    assert not apply.is_subset({"a": {"b": 1}}, {"a": {}})
+    assert not apply.is_subset({"cpu": "1"}, {"cpu": "2"})
+    assert not apply.is_subset({"flag": True}, {"flag": 1})
+    assert not apply.is_subset({"flag": True}, {"flag": "1"})
+
+
+def test_stamp_is_stable_and_excludes_itself():
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "1"}}
+    a = apply.stamp(obj)
+    assert a == apply.stamp(a)
+    changed = apply.stamp(dict(obj, data={"a": "2"}))
+    assert changed["metadata"]["annotations"][apply.HASH_ANNOTATION] != a["metadata"]["annotations"][
+        apply.HASH_ANNOTATION]
+
+
+def test_clean_redacts_secret_data_and_secret_env():
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": "s", "managedFields": [{}], "resourceVersion": "1",
+        "annotations": {redact.LAST_APPLIED: '{"data":{"k":"c2VjcmV0"}}'}},
+        "data": {"k": base64.b64encode(b"secret").decode()}}
+    out = redact.clean(secret)
+    assert "secret" not in str(out["data"]) and base64.b64encode(b"secret").decode() not in str(out)
+    assert out["data"]["k"].startswith("<redacted sha256:")
+    assert "managedFields" not in out["metadata"] and "annotations" not in out["metadata"]
+    dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"env": [
+        {"name": "NGC_API_KEY", "value": "nvapi-x"}, {"name": "PORT", "value": "8000"}]}]}}}}
+    env = redact.clean(dep)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0]["value"].startswith("<redacted") and env[1]["value"] == "8000"
+
+
+def test_scrubber_masks_plain_and_base64():
+    s = redact.Scrubber()
+    s.add("nvapi-canary-123")
+    b64 = base64.b64encode(b"nvapi-canary-123").decode()
+    out = s.scrub({"msg": "value nvapi-canary-123 and %s" % b64, "list": [b64]})
+    assert "nvapi-canary-123" not in str(out) and b64 not in str(out)
+    assert out["list"] == [redact.MASK]
+
+
+def test_content_hash_depends_on_bytes_only():
+    a = {"type": "Opaque", "data": {"K": base64.b64encode(b"v").decode()}}
+    b = {"type": "Opaque", "stringData": {"K": "v"}}
+    assert redact.secret_content_hash(a) == redact.secret_content_hash(b)
+    assert redact.secret_content_hash(a) != redact.secret_content_hash({"type": "Opaque", "data": {"K": "dw=="}})
+
+
+def test_rollout_complete():
+    dep = {"metadata": {"generation": 2}, "spec": {"replicas": 3},
+           "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}}
+    assert apply.rollout_complete(dep)
+    dep["status"]["updatedReplicas"] = 2
+    assert not apply.rollout_complete(dep)
