@@ -7,7 +7,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 try:
-    import ansible_collections.nimguard.k8s.plugins  # noqa: F401
+    import ansible_collections.nimguard.k8s.plugins  # noqa: F401  pylint: disable=unused-import
 except ImportError:
     base = os.path.join(tempfile.gettempdir(), "nimguard-pytest-collections")
     link = os.path.join(base, "ansible_collections", "nimguard", "k8s")

@@ -244,8 +244,8 @@ def translate(err, obj, force=False, verb="apply"):
                         else "", obj["metadata"].get("name"))
     if err.status == 403:
         msg = ("Forbidden: the identity used cannot %s %s (%s). Fix: grant it that verb on that resource "
-               "(Role/ClusterRole + binding), or run with a kubeconfig/context that has it." % (verb, what,
-                                                                                                 err.api_message))
+               "(Role/ClusterRole + binding), or run with a kubeconfig/context that has it."
+               % (verb, what, err.api_message))
     elif err.field_conflict:
         fields = ", ".join(c.get("field", "?") for c in err.causes)
         msg = ("Conflict on %s: field(s) %s are owned by another field manager (%s). Fix: remove them from the "
@@ -298,8 +298,8 @@ def rollout_complete(dep):
 
 def rollout_status(dep):
     status = dep.get("status", {})
-    return dict((k, status.get(k, 0)) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
-                                                  "unavailableReplicas"))
+    keys = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas")
+    return dict((k, status.get(k, 0)) for k in keys)
 
 
 def _admission_failure(dep):

@@ -327,6 +327,7 @@ class Client(object):
         self.prefix = url.path.rstrip("/")
         self._local = threading.local()
         self._discovery = {}
+        self._groups = None
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -490,14 +491,17 @@ class Client(object):
                                                       "" if resources else " (API group version not found)"),
                        missing_kind="%s/%s" % (api_version, kind))
 
-    def has_api_group(self, group):
-        try:
-            self.request("GET", "/apis/" + group)
-            return True
-        except ApiError as e:
-            if e.status == 404:
-                return False
-            raise
+    def api_groups(self):
+        """{group: [versions]} served by the cluster, from one request (cached for the task)."""
+        if self._groups is None:
+            doc = self.request("GET", "/apis")[1]
+            self._groups = dict((g["name"], [v["version"] for v in g.get("versions", [])])
+                                for g in doc.get("groups", []))
+        return self._groups
+
+    def has_api_group(self, group, version=None):
+        versions = self.api_groups().get(group)
+        return versions is not None and (version is None or version in versions)
 
     def get(self, res, namespace, name):
         """The live object, or None when it does not exist."""
@@ -557,4 +561,3 @@ class Client(object):
 def client_from_params(params, env=None):
     conn = connection_params(params, env)
     return Client(resolve_config(conn, env), conn.get("request_timeout"), conn.get("retry_timeout"))
-

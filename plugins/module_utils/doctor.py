@@ -64,8 +64,8 @@ def doctor(client, p):
     try:
         _run_checks(client, p, checks, f, services, namespaces)
     except ApiError as e:
-        f.add("api", "fail", "The API server answered HTTP %s to %s %s: %s" % (e.status, e.method, e.path,
-                                                                              e.api_message),
+        f.add("api", "fail", "The API server answered HTTP %s to %s %s: %s"
+              % (e.status, e.method, e.path, e.api_message),
               "Check the connection options and the identity's rights.")
     failed = [i for i in f.items if i["status"] == "fail"]
     warned = [i for i in f.items if i["status"] == "warn"]
@@ -101,8 +101,8 @@ def _run_checks(client, p, checks, f, services, namespaces):
                           % (name, svc["auth_secret"], ns),
                           missing_secret_message(svc["auth_secret"], ns, [svc["auth_secret_key"]]), service=name)
                 elif svc["auth_secret_key"] not in (live.get("data") or {}):
-                    f.add("secrets", "fail", "service %s: secret %s has no key %s" % (name, svc["auth_secret"],
-                                                                                     svc["auth_secret_key"]),
+                    f.add("secrets", "fail", "service %s: secret %s has no key %s"
+                          % (name, svc["auth_secret"], svc["auth_secret_key"]),
                           "recreate it with key %s, or set auth_secret_key to the key it has (%s)."
                           % (svc["auth_secret_key"], ", ".join(sorted(live.get("data") or {})) or "none"), service=name)
             for ps in svc["pull_secrets"]:
@@ -115,8 +115,8 @@ def _run_checks(client, p, checks, f, services, namespaces):
                           "recreate it with nimguard.k8s.nim_secret kind: registry.", service=name)
         if "runtime" in checks and svc["runtime_class_name"]:
             if _get(client, "node.k8s.io/v1", "RuntimeClass", None, svc["runtime_class_name"]) is None:
-                f.add("runtime", "fail", "service %s: RuntimeClass %s does not exist" % (name,
-                                                                                        svc["runtime_class_name"]),
+                f.add("runtime", "fail", "service %s: RuntimeClass %s does not exist"
+                      % (name, svc["runtime_class_name"]),
                       "run the nimguard.k8s.gpu_runtime role (it creates RuntimeClass nvidia), or drop "
                       "runtime_class_name.", service=name)
         if "ca" in checks and svc["cert_config_map"]:

@@ -178,8 +178,8 @@ def validate_rules(rules, allow_wildcards=False, field="extra_rules"):
                            "[configmaps], verbs: [get, list]}." % where)
         unknown = sorted(set(verbs) - RBAC_VERBS - {"*"})
         if unknown:
-            raise NimError("%s.verbs: unknown verb(s) %s. Fix: use some of %s." % (where, ", ".join(unknown),
-                                                                                 ", ".join(sorted(RBAC_VERBS))))
+            raise NimError("%s.verbs: unknown verb(s) %s. Fix: use some of %s."
+                           % (where, ", ".join(unknown), ", ".join(sorted(RBAC_VERBS))))
         groups = rule.get("api_groups")
         if groups is None:
             groups = [""]
@@ -723,8 +723,8 @@ def render_nimservice(p, secrets_hash=None):
             spec["expose"]["ingress"]["annotations"] = ing["metadata"]["annotations"]
     proxy = p.get("proxy") or {}
     if any(proxy.get(k) for k in ("http_proxy", "https_proxy", "no_proxy", "cert_config_map")):
-        spec["proxy"] = dict((_camel(k), proxy[k]) for k in ("http_proxy", "https_proxy", "no_proxy",
-                                                              "cert_config_map") if proxy.get(k))
+        keys = ("http_proxy", "https_proxy", "no_proxy", "cert_config_map")
+        spec["proxy"] = dict((_camel(k), proxy[k]) for k in keys if proxy.get(k))
     if p.get("node_selector"):
         spec["nodeSelector"] = dict(p["node_selector"])
     if p.get("tolerations"):

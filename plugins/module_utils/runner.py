@@ -20,6 +20,9 @@ from ansible_collections.nimguard.k8s.plugins.module_utils.client import ApiErro
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import Scrubber, secret_content_hash, short_hash
 
 NIMSERVICE = ("apps.nvidia.com/v1alpha1", "NIMService")
+# Kinds without status conditions: present is ready.
+STATUSLESS = ("ConfigMap", "Secret", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+              "ClusterRoleBinding", "Namespace")
 
 
 def _scrubber(params):
@@ -71,8 +74,8 @@ def run_secret(p, check_mode, diff):
     conv = Converger(client, check_mode, diff, p["force_conflicts"])
     res = client.resource("v1", "Secret")
     if p["state"] == "absent":
-        conv.absent([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": p["name"],
-                                                                           "namespace": p["namespace"]}}])
+        meta = {"name": p["name"], "namespace": p["namespace"]}
+        conv.absent([{"apiVersion": "v1", "kind": "Secret", "metadata": meta}])
         return conv.result()
     if not render.secret_has_value(p):
         return _verify_secret(client, p)
@@ -195,7 +198,7 @@ def run_service(p, check_mode, diff):
     client = _client(p)
     conv = Converger(client, check_mode, diff, p["force_conflicts"])
     kinds = list(render.SERVICE_KINDS)
-    operator_present = p["backend"] == "operator" or _serves(client, *NIMSERVICE)
+    operator_present = client.has_api_group("apps.nvidia.com", "v1alpha1") and _serves(client, *NIMSERVICE)
     if p["backend"] == "operator" and not operator_present:
         raise NimError("backend: operator needs the NIMService CRD (apps.nvidia.com/v1alpha1), which this cluster "
                        "does not serve. Fix: install the NIM Operator, or use backend: native.",
@@ -399,7 +402,7 @@ def run_apply(p, check_mode, diff):
         for obj in objs:
             if obj["kind"] == "Deployment":
                 wait_rollout(client, obj["metadata"]["namespace"], obj["metadata"]["name"], p["wait_timeout"])
-            elif cond or obj["kind"] not in ("Namespace",):
+            else:
                 _wait_condition(client, obj, cond.get("type") or "Ready", cond.get("status") or "True", deadline)
     return conv.result(resources=[ref(o) for o in found.values() if o])
 
@@ -410,10 +413,9 @@ def _wait_condition(client, obj, ctype, cstatus, deadline):
     last = None
     while True:
         live = client.get(res, meta.get("namespace"), meta["name"])
-        conds = (live or {}).get("status", {}).get("conditions") or []
-        if not conds and not (live or {}).get("status") and obj["kind"] in ("ConfigMap", "Secret", "RuntimeClass",
-                                                                             "ServiceAccount", "Role", "RoleBinding"):
+        if live is not None and obj["kind"] in STATUSLESS:
             return live
+        conds = (live or {}).get("status", {}).get("conditions") or []
         for c in conds:
             if c.get("type") == ctype:
                 last = c

@@ -84,7 +84,7 @@ SERVICE = dict(
             secret_key_ref=dict(type="dict", no_log=False, options=dict(
                 name=dict(type="str", required=True), key=dict(type="str", required=True, no_log=False),
                 optional=dict(type="bool"))),
-            config_map_key_ref=dict(type="dict", options=dict(
+            config_map_key_ref=dict(type="dict", no_log=False, options=dict(
                 name=dict(type="str", required=True), key=dict(type="str", required=True, no_log=False),
                 optional=dict(type="bool"))),
             field_ref=dict(type="dict", options=dict(field_path=dict(type="str", required=True))),
@@ -106,8 +106,8 @@ SERVICE = dict(
             sub_path=dict(type="str"),
         )),
         host_path=dict(type="str"),
-        empty_dir=dict(type="dict", options=dict(size_limit=dict(type="str"), medium=dict(type="str",
-                                                                                        choices=["", "Memory"]))),
+        empty_dir=dict(type="dict", options=dict(size_limit=dict(type="str"),
+                                                 medium=dict(type="str", choices=["", "Memory"]))),
     )),
     proxy=dict(type="dict", default={}, options=dict(
         http_proxy=dict(type="str"),
@@ -152,7 +152,7 @@ SERVICE = dict(
         extra_ingress=dict(type="list", elements="dict", default=[]),
         extra_egress=dict(type="list", elements="dict", default=[]),
     )),
-    secret_delivery=dict(type="dict", default={}, options=dict(
+    secret_delivery=dict(type="dict", default={}, no_log=False, options=dict(
         mode=dict(type="str", choices=["env", "file", "vault_agent"]),
         mount_path=dict(type="str", default="/var/run/secrets/nim"),
         export_env=dict(type="bool", default=True),
@@ -160,8 +160,8 @@ SERVICE = dict(
         vault=dict(type="dict", options=dict(
             address=dict(type="str"),
             role=dict(type="str"),
-            secret_path=dict(type="str"),
-            secret_field=dict(type="str", default="ngc_api_key"),
+            secret_path=dict(type="str", no_log=False),
+            secret_field=dict(type="str", default="ngc_api_key", no_log=False),
             auth_mount_path=dict(type="str", default="kubernetes"),
             audience=dict(type="str", default="vault"),
             image=dict(type="str", default="hashicorp/vault:1.21.4"),
@@ -230,3 +230,14 @@ def spec(module):
     out = dict(argument_spec=argument_spec, supports_check_mode=True)
     out.update(copy.deepcopy(constraints))
     return out
+
+
+def validator_for(module):
+    """An ArgumentSpecValidator with the module's spec and constraints (used by the action plugin)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    kwargs = spec(module)
+    return ArgumentSpecValidator(kwargs["argument_spec"], mutually_exclusive=kwargs.get("mutually_exclusive"),
+                                 required_together=kwargs.get("required_together"),
+                                 required_one_of=kwargs.get("required_one_of"),
+                                 required_if=kwargs.get("required_if"),
+                                 required_by=kwargs.get("required_by"))

@@ -16,7 +16,7 @@ description:
   - A rerun with nothing to change makes no write - one read per object decides.
   - Secret objects passed here are redacted in diffs and results like everywhere else.
 author:
-  - nimguard.k8s contributors
+  - nimguard.k8s contributors (@nimguard)
 extends_documentation_fragment:
   - nimguard.k8s.connection
   - nimguard.k8s.connection.API_PROXY

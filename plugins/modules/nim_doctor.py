@@ -21,7 +21,7 @@ description:
   - V(certificates) - cert-manager Certificates that are not Ready, with the reason from their status.
   - V(external_secrets) - ExternalSecrets that are not synced, with the reason from their status.
 author:
-  - nimguard.k8s contributors
+  - nimguard.k8s contributors (@nimguard)
 extends_documentation_fragment:
   - nimguard.k8s.connection
   - nimguard.k8s.connection.API_PROXY

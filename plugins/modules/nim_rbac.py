@@ -20,7 +20,7 @@ description:
   - M(nimguard.k8s.nim_service) renders the same three objects itself (option O(nimguard.k8s.nim_service#module:rbac)),
     so use this module for services deployed by other means, or set C(rbac.create=false) there.
 author:
-  - nimguard.k8s contributors
+  - nimguard.k8s contributors (@nimguard)
 extends_documentation_fragment:
   - nimguard.k8s.connection
   - nimguard.k8s.connection.API_PROXY

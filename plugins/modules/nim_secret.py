@@ -20,7 +20,7 @@ description:
   - Secret values are never shown, in results, diffs (they appear as C(<redacted sha256:...>)), warnings, errors
     or C(-vvvv) output, neither plain nor base64-encoded.
 author:
-  - nimguard.k8s contributors
+  - nimguard.k8s contributors (@nimguard)
 extends_documentation_fragment:
   - nimguard.k8s.connection
   - nimguard.k8s.connection.API_PROXY

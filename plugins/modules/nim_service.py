@@ -25,7 +25,7 @@ description:
   - The pod template carries the content hash of the Secrets the pods consume, so a rotated Secret rolls the
     Deployment once (C(maxUnavailable=0)) and an unchanged one never does.
 author:
-  - nimguard.k8s contributors
+  - nimguard.k8s contributors (@nimguard)
 extends_documentation_fragment:
   - nimguard.k8s.connection
   - nimguard.k8s.connection.API_PROXY_SERVICE
@@ -325,7 +325,7 @@ options:
     type: dict
     default: {}
     suboptions:
-      startup: &probe
+      startup:
         description: Startup probe.
         type: dict
         default: {}
@@ -350,11 +350,53 @@ options:
             description: Failures before the probe fails.
             type: int
       liveness:
-        <<: *probe
         description: Liveness probe.
+        type: dict
+        default: {}
+        suboptions:
+          enabled:
+            description: Render the probe.
+            type: bool
+            default: true
+          path:
+            description: HTTP path.
+            type: str
+          initial_delay_seconds:
+            description: Seconds before the first probe.
+            type: int
+          period_seconds:
+            description: Seconds between probes.
+            type: int
+          timeout_seconds:
+            description: Seconds per probe.
+            type: int
+          failure_threshold:
+            description: Failures before the probe fails.
+            type: int
       readiness:
-        <<: *probe
         description: Readiness probe.
+        type: dict
+        default: {}
+        suboptions:
+          enabled:
+            description: Render the probe.
+            type: bool
+            default: true
+          path:
+            description: HTTP path.
+            type: str
+          initial_delay_seconds:
+            description: Seconds before the first probe.
+            type: int
+          period_seconds:
+            description: Seconds between probes.
+            type: int
+          timeout_seconds:
+            description: Seconds per probe.
+            type: int
+          failure_threshold:
+            description: Failures before the probe fails.
+            type: int
   replicas:
     description: Number of pods.
     type: int

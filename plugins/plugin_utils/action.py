@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import spec
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import validator_for
 
 # Set NIMGUARD_REMOTE_MODULE=1 to always run the module the classic way (for comparisons and debugging).
 _FORCE_MODULE = "NIMGUARD_REMOTE_MODULE"
@@ -60,10 +59,7 @@ class NimAction(ActionBase):
             result.update(self._execute_module(module_name="nimguard.k8s." + self.MODULE,
                                                module_args=self._task.args, task_vars=task_vars))
             return result
-        kwargs = spec(self.MODULE)
-        kwargs.pop("supports_check_mode", None)
-        argument_spec = kwargs.pop("argument_spec")
-        validator = ArgumentSpecValidator(argument_spec, **kwargs)
+        validator = validator_for(self.MODULE)
         with self._task_environment():
             validated = validator.validate(dict(self._task.args))
             no_log_values = validated._no_log_values

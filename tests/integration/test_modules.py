@@ -112,7 +112,7 @@ def test_registry_and_tls_secrets(cluster, namespace, tmp_path):
 
     good_cert, good_key = cert(-1, 30)
     old_cert, old_key = cert(-30, -1)
-    _, other_key = cert(-1, 30)
+    other_key = cert(-1, 30)[1]
     ns = namespace
     play = run_play(cluster, [
         {"nimguard.k8s.nim_secret": {"name": "ngc-secret", "namespace": ns, "kind": "registry",

@@ -1,15 +1,10 @@
 """Validated module parameters, exactly as the modules and action plugins produce them."""
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import _service_defaults
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import spec
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import validator_for
 
 
 def params(module, **args):
-    kwargs = spec(module)
-    kwargs.pop("supports_check_mode")
-    argument_spec = kwargs.pop("argument_spec")
-    result = ArgumentSpecValidator(argument_spec, **kwargs).validate(args)
+    result = validator_for(module).validate(args)
     assert not result.error_messages, result.error_messages
     return result.validated_parameters
 
