@@ -436,8 +436,31 @@ def run_doctor(p, check_mode, diff):
     return doctor(_client(p), p)
 
 
+def run_info(p, check_mode, diff):
+    """Read objects; Secrets come back with their values redacted like everywhere else."""
+    from ansible_collections.nimguard.k8s.plugins.module_utils.redact import clean
+    client = _client(p)
+    res = client.resource(p["api_version"], p["kind"])
+    namespace = p.get("namespace") if res.namespaced else None
+    if p.get("name"):
+        live = client.get(res, namespace, p["name"])
+        items = [live] if live else []
+    else:
+        items = client.list(res, namespace, ",".join(p["label_selectors"]) or None)
+    out = []
+    for item in items:
+        item.setdefault("apiVersion", res.api_version)
+        item.setdefault("kind", res.kind)
+        status = item.get("status")
+        cleaned = clean(item)
+        if status is not None:
+            cleaned["status"] = status
+        out.append(cleaned)
+    return dict(changed=False, resources=out, exists=bool(out))
+
+
 HANDLERS = dict(nim_secret=run_secret, nim_rbac=run_rbac, nim_service=run_service, nim_apply=run_apply,
-                nim_doctor=run_doctor)
+                nim_doctor=run_doctor, nim_info=run_info)
 
 
 def run_module(module_name):

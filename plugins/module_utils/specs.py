@@ -195,6 +195,14 @@ APPLY = dict(
     wait_timeout=dict(type="int", default=120),
 )
 
+INFO = dict(
+    api_version=dict(type="str", default="v1"),
+    kind=dict(type="str", required=True),
+    name=dict(type="str"),
+    namespace=dict(type="str"),
+    label_selectors=dict(type="list", elements="str", default=[]),
+)
+
 DOCTOR = dict(
     services=dict(type="list", elements="dict", default=[]),
     checks=dict(type="list", elements="str", default=["all"]),
@@ -208,7 +216,8 @@ _SPECIFIC = dict(nim_secret=(SECRET, dict(mutually_exclusive=[["value", "data"]]
                  nim_service=(SERVICE, dict(required_if=[["state", "present", ["image"]]])),
                  nim_apply=(APPLY, dict(mutually_exclusive=[["definition", "src"]],
                                         required_one_of=[["definition", "src"]])),
-                 nim_doctor=(DOCTOR, {}))
+                 nim_doctor=(DOCTOR, {}),
+                 nim_info=(INFO, {}))
 
 
 def spec(module):
@@ -217,15 +226,15 @@ def spec(module):
     argument_spec = copy.deepcopy(CONNECTION_ARGS)
     if module == "nim_service":
         argument_spec["api_proxy"].pop("aliases")  # `proxy` is the NIM's outbound proxy here
-    if module != "nim_doctor":
-        argument_spec.update(copy.deepcopy(_COMMON))
-    else:
+    if module in ("nim_doctor", "nim_info"):
         argument_spec["namespace"] = dict(type="str")
+    else:
+        argument_spec.update(copy.deepcopy(_COMMON))
     argument_spec.update(copy.deepcopy(options))
     if module == "nim_apply":
         for key in ("labels", "annotations"):
             argument_spec.pop(key)
-    else:
+    elif module != "nim_info":
         argument_spec["namespace"]["required"] = True
     out = dict(argument_spec=argument_spec, supports_check_mode=True)
     out.update(copy.deepcopy(constraints))

@@ -1,0 +1,88 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nimguard.k8s contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: nim_info
+short_description: Read Kubernetes objects, with Secret values redacted
+version_added: 0.1.0
+description:
+  - Reads one object by name, or lists objects of a kind (optionally by labels), with the collection's connection
+    options. Roles and verify playbooks use it for checks (an installed version, a rollout's status).
+  - Server bookkeeping (managedFields, resourceVersion) is dropped; Secret data appears only as short content hashes.
+author:
+  - nimguard.k8s contributors (@nimguard)
+extends_documentation_fragment:
+  - nimguard.k8s.connection
+  - nimguard.k8s.connection.API_PROXY
+attributes:
+  check_mode:
+    support: full
+    description: Read-only.
+  diff_mode:
+    support: none
+    description: Nothing to diff.
+options:
+  api_version:
+    description: API version, for example V(apps/v1).
+    type: str
+    default: v1
+  kind:
+    description: Kind, for example V(Deployment).
+    type: str
+    required: true
+  name:
+    description: Name of one object; leave out to list.
+    type: str
+  namespace:
+    description: Namespace (ignored for cluster-scoped kinds).
+    type: str
+  label_selectors:
+    description: Label selectors when listing, for example V(app.kubernetes.io/managed-by=nimguard).
+    type: list
+    elements: str
+    default: []
+'''
+
+EXAMPLES = r'''
+- name: Read a NIM service's Deployment
+  nimguard.k8s.nim_info:
+    api_version: apps/v1
+    kind: Deployment
+    name: llama-3-8b
+    namespace: nim-service
+  register: nim_deployment
+
+- name: Every object the collection manages in a namespace, of one kind
+  nimguard.k8s.nim_info:
+    api_version: networking.k8s.io/v1
+    kind: NetworkPolicy
+    namespace: nim-service
+    label_selectors:
+      - app.kubernetes.io/managed-by=nimguard
+'''
+
+RETURN = r'''
+resources:
+  description: The objects found (empty when none), with status.
+  returned: always
+  type: list
+  elements: dict
+exists:
+  description: Whether anything was found.
+  returned: always
+  type: bool
+'''
+
+from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
+
+
+def main():
+    run_module("nim_info")
+
+
+if __name__ == "__main__":
+    main()
