@@ -108,9 +108,20 @@ class ApiError(NimError):
         self.method = method
         self.path = path
         self.causes = causes or []
-        super().__init__(
-            "%s %s: HTTP %s %s: %s" % (method, path, status, self.reason, self.api_message),
-            status=status, reason=self.reason)
+        super().__init__(self._explain(), status=status, reason=self.reason)
+
+    def _explain(self):
+        where = "%s %s" % (self.method, self.path)
+        if self.status == 401:
+            return ("Unauthorized (%s): the API server rejected the credentials. Fix: refresh the token or client "
+                    "certificate in the kubeconfig, or check api_key." % where)
+        if self.status == 403:
+            return ("Forbidden: %s (%s). Fix: grant this identity that verb on that resource (a Role or ClusterRole "
+                    "and a binding), or use a kubeconfig/context that has it." % (self.api_message, where))
+        if self.status == 422:
+            causes = "; ".join("%s: %s" % (c.get("field", "?"), c.get("message", "")) for c in self.causes)
+            return "Invalid (%s): %s. Fix the option that sets these fields." % (where, causes or self.api_message)
+        return "%s: HTTP %s %s: %s" % (where, self.status, self.reason, self.api_message)
 
     @property
     def field_conflict(self):
