@@ -24,7 +24,7 @@ def _cluster_env():
     env = {}
     for line in out.splitlines():
         if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
+            key, value = line[len("export "):].split("=", 1)
             env[key] = value
     env["PATH"] = env.get("PATH", "").replace("$PATH", os.environ.get("PATH", ""))
     return env
@@ -58,7 +58,7 @@ class Cluster(object):
     def _settle(self):
         """The log backend writes each event as the request completes; wait until the size is stable."""
         last = -1
-        for _ in range(20):
+        for attempt in range(20):  # pylint: disable=unused-variable
             size = os.path.getsize(self.audit_log)
             if size == last:
                 return
