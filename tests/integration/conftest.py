@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = str(ROOT / "scripts" / "cluster")
 
 
+def pytest_configure(config):
+    # Also in pytest.ini; registered here too so `-m integration` works from any rootdir/ini.
+    config.addinivalue_line("markers", "integration: needs the local Kubernetes cluster (scripts/cluster up)")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):
