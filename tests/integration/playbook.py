@@ -39,7 +39,7 @@ def run_play(cluster, tasks, check=False, diff=False, verbosity=0, env=None, ext
     collect = "[%s]" % ", ".join("r%d | default({})" % i for i in range(len(tasks)))
     play_tasks.append({"name": "collect results", "ansible.builtin.copy": {
         "content": "{{ %s | to_json }}" % collect, "dest": out_file, "mode": "0600"},
-        "check_mode": False, "diff": False})
+        "check_mode": False, "diff": False, "changed_when": False})
     play = [{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": play_tasks}]
     if module_defaults:
         play[0]["module_defaults"] = module_defaults
