@@ -23,6 +23,7 @@ from ansible_collections.nimguard.k8s.plugins.module_utils.client import ApiErro
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import clean, short_hash
 
 HASH_ANNOTATION = "nimguard.io/applied-hash"
+COMPONENT = "nimguard.io/component"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MAX_WORKERS = 8
 
@@ -145,11 +146,12 @@ class Converger(object):
             for api_version, kind in list(prune["kinds"]) + [(o["apiVersion"], o["kind"]) for o in desired]:
                 kinds[(api_version, kind)] = True
             resources = [self.client.resource(a, k) for a, k in kinds]
-            lists = _pmap(lambda r: self.client.list(r, prune.get("namespace"), prune["selector"]), resources)
+            lists = _pmap(lambda r: self.client.list_labelled(r, prune["namespace"], prune["labels"]), resources)
             live = {}
             for items in lists:
                 for item in items:
-                    live[_key(item)] = item
+                    if ((item["metadata"].get("labels") or {}).get(COMPONENT) or "") in prune["components"]:
+                        live[_key(item)] = item
             found = dict((_key(o), live.get(_key(o))) for o in desired)
             wanted = set(found)
             extra = [item for k, item in sorted(live.items(), key=lambda kv: kv[0]) if k not in wanted]
@@ -205,6 +207,8 @@ class Converger(object):
             before_rv = (live or {}).get("metadata", {}).get("resourceVersion")
             action = "unchanged" if before_rv and before_rv == after["metadata"].get("resourceVersion") else "updated"
         self._record(obj, action, live, after)
+        if not self.check_mode:
+            self.client.remember(res, after)
         return after
 
     def delete_one(self, obj):
@@ -216,6 +220,8 @@ class Converger(object):
             raise translate(e, obj, self.force, verb="delete")
         if gone:
             self._record(obj, "deleted", obj, None)
+            if not self.check_mode:
+                self.client.forget(res, meta.get("namespace"), meta["name"])
 
     def absent(self, objs):
         """Delete these (live or desired) objects if they exist."""

@@ -339,6 +339,8 @@ class Client(object):
         self._local = threading.local()
         self._discovery = {}
         self._groups = None
+        self._lists = {}
+        self.shared_lists = False
         self._lock = threading.Lock()
         self.requests = 0
         self.writes = 0
@@ -523,6 +525,38 @@ class Client(object):
                 return None
             raise
 
+    def list_labelled(self, res, namespace, labels):
+        """Objects of a kind carrying all `labels`. With shared_lists (a loop over many instances in one
+        worker process), one namespace-wide LIST per kind serves every item, filtered here."""
+        if not self.shared_lists:
+            return self.list(res, namespace, ",".join("%s=%s" % kv for kv in sorted(labels.items())))
+        key = (res.api_version, res.kind, namespace or "")
+        if key not in self._lists:
+            managed = "app.kubernetes.io/managed-by=%s" % labels.get("app.kubernetes.io/managed-by", "nimguard")
+            self._lists[key] = dict((i["metadata"]["name"], i) for i in self.list(res, namespace, managed))
+        return [i for i in self._lists[key].values()
+                if all((i["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
+
+    def get_cached(self, res, namespace, name):
+        """get(), answered from the shared namespace-wide LIST when one serves this loop (objects we
+        manage); anything else (an unlabelled Secret made by another tool) still gets its own GET."""
+        if self.shared_lists:
+            self.list_labelled(res, namespace, {"app.kubernetes.io/managed-by": "nimguard"})
+            hit = self._lists[(res.api_version, res.kind, namespace or "")].get(name)
+            if hit is not None:
+                return hit
+        return self.get(res, namespace, name)
+
+    def remember(self, res, obj):
+        key = (res.api_version, res.kind, obj.get("metadata", {}).get("namespace") or "")
+        if key in self._lists:
+            obj.setdefault("apiVersion", res.api_version)
+            obj.setdefault("kind", res.kind)
+            self._lists[key][obj["metadata"]["name"]] = obj
+
+    def forget(self, res, namespace, name):
+        self._lists.get((res.api_version, res.kind, namespace or ""), {}).pop(name, None)
+
     def list(self, res, namespace=None, selector=None):
         query = {"labelSelector": selector} if selector else None
         items = self.request("GET", res.path(namespace), query=query)[1].get("items", [])
@@ -569,6 +603,18 @@ class Client(object):
         return bool(self.create(res, review).get("status", {}).get("allowed"))
 
 
-def client_from_params(params, env=None):
+# One client per connection settings and worker process: the items of a loop reuse its keep-alive
+# connections, discovery and (with shared_lists) LIST results. A fresh worker starts empty.
+_CLIENTS = {}
+
+
+def client_from_params(params, env=None, reuse=False):
     conn = connection_params(params, env)
-    return Client(resolve_config(conn, env), conn.get("request_timeout"), conn.get("retry_timeout"))
+    key = json.dumps(conn, sort_keys=True, default=str)
+    if reuse and key in _CLIENTS:
+        return _CLIENTS[key]
+    client = Client(resolve_config(conn, env), conn.get("request_timeout"), conn.get("retry_timeout"))
+    if reuse:
+        client.shared_lists = True
+        _CLIENTS[key] = client
+    return client

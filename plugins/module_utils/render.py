@@ -53,12 +53,10 @@ def labels_for(name, component, extra=None):
     return labels
 
 
-def selector_for(name, components):
-    comps = sorted(components)
-    sel = "app.kubernetes.io/managed-by=nimguard,app.kubernetes.io/instance=%s" % name
-    if len(comps) == 1:
-        return sel + ",%s=%s" % (COMPONENT, comps[0])
-    return sel + ",%s in (%s)" % (COMPONENT, ",".join(comps))
+def prune_scope(name, components, kinds, namespace):
+    """Which live objects belong to one instance: the kinds to look at and the labels that mark them."""
+    return dict(kinds=kinds, namespace=namespace, components=sorted(components),
+                labels={"app.kubernetes.io/managed-by": "nimguard", "app.kubernetes.io/instance": name})
 
 
 def _meta(name, namespace, labels, annotations=None):

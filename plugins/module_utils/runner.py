@@ -41,8 +41,13 @@ def _scrubber(params):
     return s
 
 
-def run(module, params, check_mode=False, diff=False):
-    """Run one module's logic. Returns (ok: bool, result dict); never raises for user errors."""
+_REUSE = {"on": False}
+
+
+def run(module, params, check_mode=False, diff=False, reuse=False):
+    """Run one module's logic. Returns (ok: bool, result dict); never raises for user errors.
+    reuse: the caller runs many items in this process (a loop): share the client and its LISTs."""
+    _REUSE["on"] = reuse
     scrub = _scrubber(params)
     try:
         result = HANDLERS[module](params, check_mode, diff)
@@ -54,7 +59,7 @@ def run(module, params, check_mode=False, diff=False):
 
 
 def _client(params):
-    return client_from_params(params)
+    return client_from_params(params, reuse=_REUSE["on"])
 
 
 def _openshift(client, setting):
@@ -82,7 +87,7 @@ def run_secret(p, check_mode, diff):
     if p["kind"] == "tls":
         _check_tls(p)
     obj = render.render_secret(p)
-    live = client.get(res, p["namespace"], p["name"])
+    live = client.get_cached(res, p["namespace"], p["name"])
     if live is not None and live.get("type", "Opaque") != obj["type"]:
         raise NimError("Secret %s/%s exists with type %s, and a Secret's type cannot change to %s. Fix: delete it "
                        "first (state: absent) or use another name." % (p["namespace"], p["name"],
@@ -161,7 +166,7 @@ def run_rbac(p, check_mode, diff):
     rules = render.validate_rules(p["extra_rules"], p["allow_wildcards"])
     client = _client(p)
     conv = Converger(client, check_mode, diff, p["force_conflicts"])
-    prune = dict(kinds=render.RBAC_KINDS, selector=render.selector_for(name, ["rbac"]), namespace=p["namespace"])
+    prune = render.prune_scope(name, ["rbac"], render.RBAC_KINDS, p["namespace"])
     if p["state"] == "absent":
         conv.absent(conv.read([], prune)[1])
         return conv.result()
@@ -205,8 +210,7 @@ def run_service(p, check_mode, diff):
                        missing_kind="apps.nvidia.com/v1alpha1/NIMService")
     if operator_present:
         kinds.append(NIMSERVICE)
-    prune = dict(kinds=kinds, selector=render.selector_for(name, ["service", "rbac"] if p["state"] == "absent"
-                                                           else components), namespace=namespace)
+    prune = render.prune_scope(name, ["service", "rbac"] if p["state"] == "absent" else components, kinds, namespace)
     if p["state"] == "absent":
         conv.absent(conv.read([], prune)[1])
         return conv.result()
@@ -270,7 +274,7 @@ def _get_all(client, items, namespace):
     def get(item):
         api_version, kind, name = item
         try:
-            return client.get(client.resource(api_version, kind), namespace, name)
+            return client.get_cached(client.resource(api_version, kind), namespace, name)
         except ApiError as e:
             if e.status == 403:
                 return e

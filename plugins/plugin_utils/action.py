@@ -66,8 +66,9 @@ class NimAction(ActionBase):
             if validated.error_messages:
                 out = dict(failed=True, msg="; ".join(validated.error_messages))
             else:
+                looping = bool(self._task.loop or self._task.loop_with)
                 ok, out = run(self.MODULE, validated.validated_parameters, check_mode=bool(self._task.check_mode),
-                              diff=bool(self._task.diff))
+                              diff=bool(self._task.diff), reuse=looping)
                 if not ok:
                     out["failed"] = True
         result.update(remove_values(out, no_log_values))

@@ -69,3 +69,4 @@ def test_audit_log_records_writes_without_bodies(cluster, namespace):
         text = f.read()
     assert "probe-value-123" not in text
     assert all(e["level"] == "Metadata" for e in events)
+    assert not any("requestObject" in e or "responseObject" in e for e in events)

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Benchmark: converging N NIM services with this collection against kubectl and kubernetes.core.
+
+Prints figures; asserts nothing. Every comparison is a ratio of runs paired in the same loop
+(A B A B ...), since these machines are noisy. Run it with the local cluster up:
+
+    scripts/bench [--runs 5] [--sizes 1,10,100] [--skip-slow]
+
+(a) this collection: nim_secret + nim_service tasks for 1 service, the nim_rollout role for N > 1
+(b) kubectl apply --server-side of the same rendered objects (one kubectl per service)
+(c) kubernetes.core.k8s: one task per object, and one task per service holding all its objects
+(d) a playbook with one ansible.builtin.ping task: Ansible's fixed cost
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+IMAGE = {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"}
+KEY = "nvapi-bench-" + "0" * 40
+
+
+def service_options(i, namespace):
+    """One service with the full set of objects: SA, Role, RoleBinding, 2 Secrets, PVC, Deployment,
+    Service, Ingress (TLS), NetworkPolicy = 10 objects."""
+    return {"name": "nim-%03d" % i, "namespace": namespace, "auth_secret": "ngc-%03d" % i,
+            "image": dict(IMAGE, pull_secrets=["pull-%03d" % i]),
+            "storage": {"pvc": {"create": True, "size": "50Gi"}},
+            "expose": {"ingress": {"enabled": True, "host": "nim-%03d.example.com" % i,
+                                   "tls_secret_name": "tls-%03d" % i}},
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}
+
+
+def render_objects(n, namespace):
+    """The exact objects the collection applies, through its own rendering (for kubectl and kubernetes.core)."""
+    sys.path.insert(0, os.environ["COLLECTIONS_DIR"])
+    from ansible_collections.nimguard.k8s.plugins.module_utils import render, runner, specs
+    from ansible_collections.nimguard.k8s.plugins.module_utils.apply import stamp
+    out = []
+    for i in range(n):
+        opts = service_options(i, namespace)
+        p = runner._service_defaults(specs.validator_for("nim_service").validate(opts).validated_parameters)
+        secret_p = specs.validator_for("nim_secret").validate(
+            dict(name="ngc-%03d" % i, namespace=namespace, kind="ngc", value=KEY)).validated_parameters
+        pull_p = specs.validator_for("nim_secret").validate(
+            dict(name="pull-%03d" % i, namespace=namespace, kind="registry",
+                 registry={"password": KEY})).validated_parameters
+        objs = [render.render_secret(secret_p), render.render_secret(pull_p)] + render.render_service(p, "sha256:0")
+        out.append([stamp(o) for o in objs])
+    return out
+
+
+class Bench(object):
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="nimguard-bench-")
+        self.env = dict(os.environ)
+        self.kubectl = self.env["NIMGUARD_KUBECTL"]
+        self.audit = self.env["NIMGUARD_AUDIT_LOG"]
+        self.python = sys.executable
+        self.playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def namespace(self):
+        name = "bench-" + uuid.uuid4().hex[:8]
+        subprocess.run([self.kubectl, "create", "namespace", name], check=True, capture_output=True, env=self.env)
+        return name
+
+    def cleanup(self, names):
+        for name in names:
+            subprocess.run([self.kubectl, "delete", "namespace", name, "--wait=false"], capture_output=True,
+                           env=self.env, check=False)
+
+    def write(self, name, content):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        return path
+
+    def measure(self, cmds):
+        """Run commands one after the other; wall time, peak RSS of the largest process, audit counts."""
+        size = os.path.getsize(self.audit)
+        wrapper = ("import resource, subprocess, sys, json\n"
+                   "rc = 0\n"
+                   "for cmd in json.loads(sys.argv[1]):\n"
+                   "    rc = rc or subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode\n"
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)\n")
+        t0 = time.monotonic()
+        out = subprocess.run([self.python, "-c", wrapper, json.dumps(cmds)], capture_output=True, text=True,
+                             env=self.env, check=True)
+        wall = time.monotonic() - t0
+        rss_kb, rc = (int(x) for x in out.stdout.split())
+        if rc:
+            raise SystemExit("benchmark command failed (%s): %s" % (rc, cmds[0]))
+        time.sleep(0.3)
+        reads = writes = 0
+        with open(self.audit, "rb") as f:
+            f.seek(size)
+            for line in f:
+                e = json.loads(line)
+                if e.get("user", {}).get("username") != "nimguard-admin":
+                    continue
+                if e.get("verb") in WRITE_VERBS and "dryRun" not in e.get("requestURI", ""):
+                    writes += 1
+                elif e.get("verb") in ("get", "list", "watch"):
+                    reads += 1
+        return dict(wall=wall, rss_mb=rss_kb / 1024.0, reads=reads, writes=writes)
+
+    def play(self, tasks, name, hosts="localhost"):
+        play = [{"hosts": hosts, "gather_facts": False, "connection": "local", "tasks": tasks}]
+        return [self.playbook, "-i", "localhost,", "-e", "ansible_python_interpreter=%s" % self.python,
+                self.write(name, json.dumps(play))]
+
+    # --- the four contenders -------------------------------------------------------------------
+
+    def ours(self, n, ns):
+        if n == 1:
+            o = service_options(0, ns)
+            tasks = [
+                {"nimguard.k8s.nim_secret": {"name": "ngc-000", "namespace": ns, "kind": "ngc", "value": KEY}},
+                {"nimguard.k8s.nim_secret": {"name": "pull-000", "namespace": ns, "kind": "registry",
+                                             "registry": {"password": KEY}}},
+                {"nimguard.k8s.nim_service": o}]
+            return [self.play(tasks, "ours-%s.json" % ns)]
+        services = []
+        for i in range(n):
+            o = service_options(i, ns)
+            o.pop("namespace")
+            services.append(o)
+        # The role's secrets are per namespace; per-service secrets come from a generic loop, as a user
+        # with one key per service would write them.
+        tasks = [
+            {"nimguard.k8s.nim_secret": {"name": "{{ item }}", "namespace": ns, "kind": "ngc", "value": KEY},
+             "loop": ["ngc-%03d" % i for i in range(n)]},
+            {"nimguard.k8s.nim_secret": {"name": "{{ item }}", "namespace": ns, "kind": "registry",
+                                         "registry": {"password": KEY}},
+             "loop": ["pull-%03d" % i for i in range(n)]},
+            {"ansible.builtin.include_role": {"name": "nimguard.k8s.nim_rollout"},
+             "vars": {"nim_rollout_namespace": ns, "nim_rollout_manage_namespace": False,
+                      "nim_rollout_secrets_source": "existing", "nim_rollout_registry_secret": False,
+                      "nim_rollout_doctor": False, "nim_rollout_wait": False,
+                      "nim_rollout_ngc_secret_name": "ngc-000",
+                      "nim_rollout_services": services}}]
+        return [self.play(tasks, "ours-%s.json" % ns)]
+
+    def kubectl_apply(self, objects_per_service, ns):
+        cmds = []
+        for i, objs in enumerate(objects_per_service):
+            path = self.write("kubectl-%s-%d.json" % (ns, i), {"apiVersion": "v1", "kind": "List", "items": objs})
+            cmds.append([self.kubectl, "apply", "--server-side", "--field-manager", "bench", "-f", path])
+        return cmds
+
+    def core_per_object(self, objects_per_service, ns):
+        tasks = [{"kubernetes.core.k8s": {"state": "present", "apply": True, "server_side_apply": {
+            "field_manager": "bench-core"}, "definition": o}} for objs in objects_per_service for o in objs]
+        return [self.play(tasks, "core-obj-%s.json" % ns)]
+
+    def core_per_service(self, objects_per_service, ns):
+        tasks = [{"kubernetes.core.k8s": {"state": "present", "apply": True, "server_side_apply": {
+            "field_manager": "bench-core"}, "definition": objs}} for objs in objects_per_service]
+        return [self.play(tasks, "core-svc-%s.json" % ns)]
+
+    def ping(self):
+        return [self.play([{"ansible.builtin.ping": {}}], "ping.json")]
+
+    # --- runs --------------------------------------------------------------------------------------
+
+    def contenders(self, n):
+        names = ["a_nimguard", "b_kubectl", "c_core_per_service"]
+        if n == 1 or not self.args.skip_slow:
+            if n <= 10:
+                names.append("c_core_per_object")
+        names.append("d_ping")
+        return names
+
+    def commands(self, name, n, ns):
+        if name == "a_nimguard":
+            return self.ours(n, ns)
+        if name == "d_ping":
+            return self.ping()
+        objs = render_objects(n, ns)
+        return {"b_kubectl": self.kubectl_apply, "c_core_per_object": self.core_per_object,
+                "c_core_per_service": self.core_per_service}[name](objs, ns)
+
+    def run_size(self, n):
+        names = self.contenders(n)
+        first = dict((k, []) for k in names)
+        rerun = dict((k, []) for k in names)
+        spaces = []
+        for r in range(self.args.runs):
+            for name in names:  # paired: each round runs every contender once, in the same order
+                ns = self.namespace() if name != "d_ping" else None
+                spaces.append(ns)
+                cmds = self.commands(name, n, ns)
+                first[name].append(self.measure(cmds))
+                rerun[name].append(self.measure(cmds))
+            sys.stderr.write("  N=%d round %d/%d done\n" % (n, r + 1, self.args.runs))
+        self.cleanup([s for s in spaces if s])
+        return first, rerun
+
+    def report(self, n, label, data):
+        objects = 10 * n
+        ping = data.get("d_ping")
+        print("\nN=%d services (%d objects), %s, medians of %d runs" % (n, objects, label, self.args.runs))
+        print("  %-22s %9s %8s %10s %10s %12s %12s %9s" % ("work", "wall s", "Δ ping", "x ping", "x kubectl",
+                                                         "reads/obj", "writes/obj", "peak MB"))
+        for name, runs in data.items():
+            wall = statistics.median(r["wall"] for r in runs)
+            pair_ping = statistics.median(r["wall"] / p["wall"] for r, p in zip(runs, ping)) if ping else 0
+            kc = data.get("b_kubectl")
+            pair_kc = statistics.median(r["wall"] / k["wall"] for r, k in zip(runs, kc)) if kc else 0
+            delta = wall - statistics.median(p["wall"] for p in ping) if ping and name != "b_kubectl" else None
+            per = 1.0 / objects if name != "d_ping" else 0
+            print("  %-22s %9.2f %8s %10.2f %10.2f %12.2f %12.2f %9.0f" % (
+                name, wall, "%+.2f" % delta if delta is not None else "", pair_ping, pair_kc,
+                statistics.median(r["reads"] for r in runs) * per, statistics.median(r["writes"] for r in runs) * per,
+                max(r["rss_mb"] for r in runs)))
+        if "a_nimguard" in data and "c_core_per_service" in data:
+            ratio = statistics.median(a["wall"] / c["wall"] for a, c in zip(data["a_nimguard"],
+                                                                             data["c_core_per_service"]))
+            print("  a / c_core_per_service (paired): %.2f" % ratio)
+        if "a_nimguard" in data and "c_core_per_object" in data:
+            ratio = statistics.median(c["wall"] / a["wall"] for a, c in zip(data["a_nimguard"],
+                                                                             data["c_core_per_object"]))
+            print("  c_core_per_object / a (paired): %.2f x faster" % ratio)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sizes", default="1,10,100")
+    parser.add_argument("--skip-slow", action="store_true", help="no kubernetes.core task-per-object above N=1")
+    args = parser.parse_args()
+    bench = Bench(args)
+    t0 = time.monotonic()
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import kubernetes.client"], check=True)
+    print("import kubernetes.client alone: %.2f s (our modules do not import it)" % (time.monotonic() - t))
+    for n in [int(x) for x in args.sizes.split(",")]:
+        first, rerun = bench.run_size(n)
+        bench.report(n, "first converge (empty namespace)", first)
+        bench.report(n, "rerun, nothing to change", rerun)
+    print("\ntotal benchmark time: %.0f s" % (time.monotonic() - t0))
+
+
+if __name__ == "__main__":
+    main()
