@@ -125,10 +125,14 @@ class Bench(object):
     def ours(self, n, ns):
         if n == 1:
             o = service_options(0, ns)
+            # The two secrets as one looped task, as the module's EXAMPLES write them: one LIST serves both.
             tasks = [
-                {"nimguard.k8s.nim_secret": {"name": "ngc-000", "namespace": ns, "kind": "ngc", "value": KEY}},
-                {"nimguard.k8s.nim_secret": {"name": "pull-000", "namespace": ns, "kind": "registry",
-                                             "registry": {"password": KEY}}},
+                {"nimguard.k8s.nim_secret": {"name": "{{ item.name }}", "namespace": ns, "kind": "{{ item.kind }}",
+                                             "value": "{{ item.value | default(omit) }}",
+                                             "registry": "{{ item.registry | default(omit) }}"},
+                 "loop": [{"name": "ngc-000", "kind": "ngc", "value": KEY},
+                          {"name": "pull-000", "kind": "registry", "registry": {"password": KEY}}],
+                 "loop_control": {"label": "{{ item.name }}"}},
                 {"nimguard.k8s.nim_service": o}]
             return [self.play(tasks, "ours-%s.json" % ns)]
         services = []

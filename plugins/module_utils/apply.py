@@ -24,6 +24,7 @@ from ansible_collections.nimguard.k8s.plugins.module_utils.redact import clean, 
 
 HASH_ANNOTATION = "nimguard.io/applied-hash"
 COMPONENT = "nimguard.io/component"
+KINDS_ANNOTATION = "nimguard.io/applied-kinds"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MAX_WORKERS = 8
 
@@ -140,13 +141,29 @@ class Converger(object):
                                    "after": _comparable(after) if after else {}})
 
     def read(self, desired, prune=None):
-        """Live copies of desired objects, and the prune candidates: {key: live}, [live...]."""
+        """Live copies of desired objects, and the prune candidates: {key: live}, [live...].
+
+        With prune["anchor"] (apiVersion, kind, name), like a kubectl ApplySet parent: the live anchor's
+        KINDS_ANNOTATION names every kind the last apply made, so only those and the desired kinds are
+        listed (a LIST per kind, not one per possible kind). No anchor or no annotation: every kind."""
         if prune:
             kinds = {}
             for api_version, kind in list(prune["kinds"]) + [(o["apiVersion"], o["kind"]) for o in desired]:
                 kinds[(api_version, kind)] = True
+            lister = lambda r: self.client.list_labelled(r, prune["namespace"], prune["labels"])  # noqa: E731
+            lists = []
+            anchor = prune.get("anchor")
+            if anchor and tuple(anchor[:2]) in kinds:
+                lists.append(lister(self.client.resource(*anchor[:2])))
+                kinds.pop(tuple(anchor[:2]))
+                live_anchor = [i for i in lists[0] if i["metadata"]["name"] == anchor[2]]
+                recorded = ((live_anchor[0]["metadata"].get("annotations") or {}).get(KINDS_ANNOTATION)
+                            if live_anchor else None)
+                if recorded is not None:
+                    keep = set(recorded.split(",")) | set("%s/%s" % (o["apiVersion"], o["kind"]) for o in desired)
+                    kinds = dict((k, True) for k in kinds if "%s/%s" % k in keep)
             resources = [self.client.resource(a, k) for a, k in kinds]
-            lists = _pmap(lambda r: self.client.list_labelled(r, prune["namespace"], prune["labels"]), resources)
+            lists += _pmap(lister, resources)
             live = {}
             for items in lists:
                 for item in items:
@@ -162,13 +179,22 @@ class Converger(object):
             return self.client.get(res, o["metadata"].get("namespace"), o["metadata"]["name"])
         return dict(zip([_key(o) for o in desired], _pmap(get, desired))), []
 
-    def converge(self, desired, prune=None, known=None):
-        """Apply what differs, prune what is no longer wanted. Returns {key: resulting live object}.
-        `known`: live copies (or None) the caller already read, in the order of `desired`."""
+    def plan(self, desired, prune=None):
+        """Read once, decide: what converge() will do, before it does it (plan.pending: any write)."""
         desired = [stamp(o) for o in desired]
-        if known is not None:
+        found, extra = self.read(desired, prune)
+        return Plan(desired, found, extra)
+
+    def converge(self, desired, prune=None, known=None, plan=None):
+        """Apply what differs, prune what is no longer wanted. Returns {key: resulting live object}.
+        `known`: live copies (or None) the caller already read, in the order of `desired`; `plan`: from plan()."""
+        if plan is not None:
+            desired, found, extra = plan.desired, plan.found, plan.extra
+        elif known is not None:
+            desired = [stamp(o) for o in desired]
             found, extra = dict(zip([_key(o) for o in desired], known)), []
         else:
+            desired = [stamp(o) for o in desired]
             found, extra = self.read(desired, prune)
         result = {}
         for obj in desired:
@@ -236,6 +262,13 @@ class Converger(object):
             out["warnings"] = list(self.warnings)
         out.update(extra)
         return out
+
+
+class Plan(object):
+    def __init__(self, desired, found, extra):
+        self.desired, self.found, self.extra = desired, found, extra
+        self.pending = bool(extra) or any(found.get(_key(o)) is None or not _unchanged(o, found[_key(o)])
+                                          for o in desired)
 
 
 def _unchanged(desired, live):

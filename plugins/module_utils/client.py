@@ -11,6 +11,7 @@ cheap and the controller-side action plugin free of third-party imports.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import os
@@ -324,6 +325,34 @@ def _run_exec_plugin(spec):
 # HTTP
 
 
+DISCOVERY_TTL = 600
+
+
+def _discovery_cache(server, groups=None):
+    """Read (groups=None) or write the API group list of `server`; None when absent, stale or unusable.
+    Never fails a task: an unwritable home (some execution environments) just means no cache."""
+    base = os.environ.get("NIMGUARD_DISCOVERY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nimguard", "discovery")
+    if base == "off":
+        return None
+    path = os.path.join(base, hashlib.sha256(server.encode("utf-8")).hexdigest()[:16] + ".json")
+    try:
+        if groups is None:
+            if time.time() - os.stat(path).st_mtime > DISCOVERY_TTL:
+                return None
+            with open(path) as f:
+                return json.load(f)
+        if not os.path.isdir(base):
+            os.makedirs(base, 0o700)
+        tmp = "%s.%d" % (path, os.getpid())
+        with open(tmp, "w") as f:
+            json.dump(groups, f)
+        os.rename(tmp, path)
+    except (OSError, IOError, ValueError):
+        return None
+    return None
+
+
 class Client(object):
     """One client per task: keep-alive connections (one per thread), bounded retries, light errors."""
 
@@ -504,16 +533,23 @@ class Client(object):
                                                       "" if resources else " (API group version not found)"),
                        missing_kind="%s/%s" % (api_version, kind))
 
-    def api_groups(self):
-        """{group: [versions]} served by the cluster, from one request (cached for the task)."""
+    def api_groups(self, cached=False):
+        """{group: [versions]} served by the cluster, from one request (kept for the task).
+
+        cached=True may answer from a discovery cache on disk (like kubectl's ~/.kube/cache), for
+        callers to whom a few minutes' staleness is harmless: detecting OpenShift, or whether NIMService
+        objects could exist to prune. Every fresh answer refreshes that cache."""
+        if self._groups is None and cached:
+            self._groups = _discovery_cache(self.cfg.server)
         if self._groups is None:
             doc = self.request("GET", "/apis")[1]
             self._groups = dict((g["name"], [v["version"] for v in g.get("versions", [])])
                                 for g in doc.get("groups", []))
+            _discovery_cache(self.cfg.server, self._groups)
         return self._groups
 
-    def has_api_group(self, group, version=None):
-        versions = self.api_groups().get(group)
+    def has_api_group(self, group, version=None, cached=False):
+        versions = self.api_groups(cached).get(group)
         return versions is not None and (version is None or version in versions)
 
     def get(self, res, namespace, name):

@@ -16,6 +16,7 @@ import re
 from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
 
 COMPONENT = "nimguard.io/component"
+KINDS_ANNOTATION = "nimguard.io/applied-kinds"  # on the Deployment: what prune must look at (see apply.read)
 SECRETS_HASH = "nimguard.io/secrets-hash"
 MANAGED = {"app.kubernetes.io/managed-by": "nimguard"}
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -53,9 +54,10 @@ def labels_for(name, component, extra=None):
     return labels
 
 
-def prune_scope(name, components, kinds, namespace):
-    """Which live objects belong to one instance: the kinds to look at and the labels that mark them."""
-    return dict(kinds=kinds, namespace=namespace, components=sorted(components),
+def prune_scope(name, components, kinds, namespace, anchor=None):
+    """Which live objects belong to one instance: the kinds to look at and the labels that mark them;
+    `anchor` (apiVersion, kind, name): the object whose KINDS_ANNOTATION lists the kinds last applied."""
+    return dict(kinds=kinds, namespace=namespace, components=sorted(components), anchor=anchor,
                 labels={"app.kubernetes.io/managed-by": "nimguard", "app.kubernetes.io/instance": name})
 
 
@@ -650,6 +652,10 @@ def render_service(p, secrets_hash=None, openshift=False):
             objs.append(render_ingress(p, labels, ingress, port))
     if (p.get("network_policy") or {}).get("enabled", True):
         objs.append(render_network_policy(p, labels))
+    for obj in objs:
+        if obj["kind"] == "Deployment":
+            obj["metadata"].setdefault("annotations", {})[KINDS_ANNOTATION] = ",".join(
+                sorted(set("%s/%s" % (o["apiVersion"], o["kind"]) for o in objs)))
     return objs
 
 

@@ -64,7 +64,7 @@ def _client(params):
 
 def _openshift(client, setting):
     if setting == "auto":
-        return client.has_api_group("security.openshift.io")
+        return client.has_api_group("security.openshift.io", cached=True)
     return setting == "yes"
 
 
@@ -203,22 +203,28 @@ def run_service(p, check_mode, diff):
     client = _client(p)
     conv = Converger(client, check_mode, diff, p["force_conflicts"])
     kinds = list(render.SERVICE_KINDS)
-    operator_present = client.has_api_group("apps.nvidia.com", "v1alpha1") and _serves(client, *NIMSERVICE)
+    # Native backend: the operator matters only for pruning NIMService objects an earlier run made (with a
+    # fresh discovery, which refreshed the cache), so a cached answer is enough.
+    operator_present = (client.has_api_group("apps.nvidia.com", "v1alpha1", cached=p["backend"] == "native")
+                        and _serves(client, *NIMSERVICE))
     if p["backend"] == "operator" and not operator_present:
         raise NimError("backend: operator needs the NIMService CRD (apps.nvidia.com/v1alpha1), which this cluster "
                        "does not serve. Fix: install the NIM Operator, or use backend: native.",
                        missing_kind="apps.nvidia.com/v1alpha1/NIMService")
     if operator_present:
         kinds.append(NIMSERVICE)
-    prune = render.prune_scope(name, ["service", "rbac"] if p["state"] == "absent" else components, kinds, namespace)
+    anchor = ("apps/v1", "Deployment", name) if p["state"] == "present" and p["backend"] == "native" else None
+    prune = render.prune_scope(name, ["service", "rbac"] if p["state"] == "absent" else components, kinds, namespace,
+                               anchor)
     if p["state"] == "absent":
         conv.absent(conv.read([], prune)[1])
         return conv.result()
 
     warnings = []
-    secrets_hash = _preflight(client, p, check_mode, warnings) if p["preflight"] else _secrets_hash(client, p,
-                                                                                                    check_mode,
-                                                                                                    warnings)
+    # The consumed secrets are an input (their hash rolls the pods); the rest of the preflight runs only
+    # when something is about to change, so a rerun with nothing to do reads each object once.
+    consumed = _get_all(client, [("v1", "Secret", n) for n in render.secrets_consumed(p)], namespace)
+    secrets_hash = _secrets_hash(client, p, check_mode, warnings, consumed)
     openshift = p["backend"] == "native" and rbac.get("create", True) and _openshift(client, rbac.get("openshift",
                                                                                                       "auto"))
     objs = render.render_service(p, secrets_hash, openshift)
@@ -226,7 +232,10 @@ def run_service(p, check_mode, diff):
         if item.get("value") is not None and render_sensitive(item["name"]):
             warnings.append("env %s holds a literal value that looks secret; use value_from.secret_key_ref so it is "
                             "kept in a Secret (it is redacted from diffs)." % item["name"])
-    conv.converge(objs, prune)
+    plan = conv.plan(objs, prune)
+    if p["preflight"] and plan.pending:
+        _preflight(client, p, check_mode, warnings, consumed)
+    conv.converge(objs, prune, plan=plan)
     conv.warnings.extend(warnings)
     extra = dict(secrets_hash=secrets_hash, secret_delivery=p["secret_delivery"]["mode"],
                  endpoint="http://%s.%s.svc:%s" % (name, namespace, (p.get("expose") or {}).get("service", {}).get(
@@ -292,13 +301,13 @@ def _get_all(client, items, namespace):
     return out
 
 
-def _preflight(client, p, check_mode, warnings):
-    """Cluster checks before any write: missing secrets, keys, pull secrets, RuntimeClass, GPUs, hostPath."""
+def _preflight(client, p, check_mode, warnings, found):
+    """Cluster checks before any write: keys, pull secrets, RuntimeClass, GPUs, hostPath. `found`: the
+    consumed secrets, already read (missing ones already reported by _secrets_hash)."""
     namespace = p["namespace"]
-    reads = [("v1", "Secret", n) for n in render.secrets_consumed(p)]
-    reads += [("v1", "Secret", n) for n in (p["image"].get("pull_secrets") or []) if ("v1", "Secret", n) not in reads]
-    found = _get_all(client, reads, namespace)
-    secrets_hash = _secrets_hash(client, p, check_mode, warnings, found)
+    found = dict(found)
+    found.update(_get_all(client, [("v1", "Secret", n) for n in (p["image"].get("pull_secrets") or [])
+                                   if ("Secret", n) not in found], namespace))
     auth = found.get(("Secret", p.get("auth_secret")))
     key = p.get("auth_secret_key") or "NGC_API_KEY"
     if auth is not None and key not in (auth.get("data") or {}):
@@ -348,7 +357,6 @@ def _preflight(client, p, check_mode, warnings):
                            "volumes, so no pod would start. Fix: use storage.pvc (or empty_dir), or run this service "
                            "in a namespace labelled pod-security.kubernetes.io/enforce=privileged." % (namespace,
                                                                                                        level))
-    return secrets_hash
 
 
 # ---------------------------------------------------------------------------------------------

@@ -192,6 +192,11 @@ def test_service_lifecycle_restricted_idempotent_check_diff_prune(cluster, names
     assert again[1]["changed"] is False and set(actions(again[1]).values()) == {"unchanged"}, again
     assert writes(cluster, mark, ns) == []
     assert_no_leak(again, CANARY)
+    # Reads: one LIST per kind the Deployment's applied-kinds annotation names (no ConfigMap list, no
+    # discovery), plus the secret, read by each task: 6 + 2 for 7 objects.
+    uris = [e["requestURI"] for e in cluster.audit_events(mark, verbs={"get", "list"}, user="nimguard-admin")]
+    assert len(uris) <= 8, uris
+    assert not [u for u in uris if u.startswith("/apis?") or u == "/apis" or "/configmaps" in u], uris
 
     # check mode: predicts the update through the server's dry run, writes nothing
     mark = cluster.audit_mark()

@@ -70,3 +70,64 @@ def test_rollout_complete():
     assert apply.rollout_complete(dep)
     dep["status"]["updatedReplicas"] = 2
     assert not apply.rollout_complete(dep)
+
+
+class _ListingClient(object):
+    """Pure-logic fake: answers list_labelled from a dict and records which kinds were listed."""
+
+    def __init__(self, live):
+        self.live, self.listed = live, []
+
+    def resource(self, api_version, kind):
+        return (api_version, kind)
+
+    def list_labelled(self, res, namespace, labels):
+        self.listed.append(res[1])
+        return self.live.get(res[1], [])
+
+
+def _obj(kind, name="svc", api_version="v1", annotations=None):
+    meta = {"name": name, "namespace": "ns", "labels": {apply.COMPONENT: "service"}}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": api_version, "kind": kind, "metadata": meta}
+
+
+SCOPE_KINDS = [("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"), ("networking.k8s.io/v1", "Ingress")]
+
+
+def _scope(anchor=("apps/v1", "Deployment", "svc")):
+    return dict(kinds=SCOPE_KINDS, namespace="ns", components=["service"], labels={}, anchor=anchor)
+
+
+def test_read_lists_only_the_kinds_the_anchor_recorded_and_still_prunes_them():
+    recorded = {apply.KINDS_ANNOTATION: "apps/v1/Deployment,networking.k8s.io/v1/Ingress,v1/Service"}
+    client = _ListingClient({"Deployment": [_obj("Deployment", api_version="apps/v1", annotations=recorded)],
+                             "Ingress": [_obj("Ingress", api_version="networking.k8s.io/v1")]})
+    desired = [_obj("Deployment", api_version="apps/v1"), _obj("Service")]
+    found, extra = apply.Converger(client).read(desired, _scope())
+    assert client.listed[0] == "Deployment" and sorted(client.listed) == ["Deployment", "Ingress", "Service"]
+    assert [o["kind"] for o in extra] == ["Ingress"]  # no longer desired: pruned
+    assert found[("Service", "ns", "svc")] is None and found[("Deployment", "ns", "svc")] is not None
+
+
+def test_read_lists_every_kind_without_a_recorded_anchor():
+    client = _ListingClient({"ConfigMap": [_obj("ConfigMap")]})  # an older release's object, no annotation
+    desired = [_obj("Deployment", api_version="apps/v1")]
+    found, extra = apply.Converger(client).read(desired, _scope())
+    assert sorted(client.listed) == ["ConfigMap", "Deployment", "Ingress", "Service"]
+    assert [o["kind"] for o in extra] == ["ConfigMap"]
+    client = _ListingClient({})
+    apply.Converger(client).read(desired, _scope(anchor=None))
+    assert sorted(client.listed) == ["ConfigMap", "Deployment", "Ingress", "Service"]
+
+
+def test_plan_is_pending_only_when_something_would_change():
+    desired = [_obj("Service")]
+    stamped = apply.stamp(_obj("Service"))
+    client = _ListingClient({"Service": [stamped]})
+    scope = dict(_scope(anchor=None), kinds=[("v1", "Service")])
+    assert apply.Converger(client).plan(desired, scope).pending is False
+    assert apply.Converger(_ListingClient({})).plan(desired, scope).pending is True  # to create
+    client = _ListingClient({"Service": [stamped, _obj("Service", name="old")]})
+    assert apply.Converger(client).plan(desired, scope).pending is True  # to prune
