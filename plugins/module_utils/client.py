@@ -615,9 +615,13 @@ class Client(object):
 
     def delete(self, res, namespace, name, dry_run=False, propagation="Background"):
         query = {"dryRun": "All"} if dry_run else None
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if dry_run:
+            # With a body the API server reads DeleteOptions from it and ignores the query string: a
+            # dryRun only in the query would delete for real.
+            body["dryRun"] = ["All"]
         try:
-            self.request("DELETE", res.path(namespace, name), query=query,
-                         body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation})
+            self.request("DELETE", res.path(namespace, name), query=query, body=body)
             return True
         except ApiError as e:
             if e.status == 404:

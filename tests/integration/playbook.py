@@ -74,3 +74,37 @@ def writes(cluster, mark, namespace=None):
     events = cluster.audit_events(mark, verbs=WRITES, namespace=namespace)
     # the API server's own controllers write too (status updates, events): keep requests made by the test's user
     return [e for e in events if not e.get("user", {}).get("username", "").startswith("system:")]
+
+
+def run_playbook(cluster, playbook, group_vars, args=(), env=None, timeout=600, expect_rc=None):
+    """Run one of the collection's playbooks (playbooks/NAME.yml) on a one-cluster inventory like
+    inventories/local, with `group_vars` for the `clusters` group; returns the CompletedProcess with a
+    `.output` (stdout + stderr) and the text of the Ansible log file."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    tmp = tempfile.mkdtemp(prefix="nimguard-site-")
+    os.makedirs(os.path.join(tmp, "group_vars"))
+    with open(os.path.join(tmp, "hosts.yml"), "w") as f:
+        yaml.safe_dump({"clusters": {"hosts": {"local": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+            "gpu_nodes": {"hosts": {}}}, f)
+    with open(os.path.join(tmp, "group_vars", "clusters.yml"), "w") as f:
+        yaml.safe_dump(dict({"nimguard_kubeconfig": cluster.kubeconfig}, **group_vars), f)
+    log_path = os.path.join(tmp, "ansible.log")
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", tmp,
+           os.path.join(root, "playbooks", playbook)] + list(args)
+    run_env = dict(cluster.env, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOG_PATH=log_path)
+    run_env.update(env or {})
+    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc.output = proc.stdout + proc.stderr
+    proc.log = open(log_path).read() if os.path.exists(log_path) else ""
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, "%s exited %s:\n%s" % (playbook, proc.returncode, proc.output[-6000:])
+    return proc
+
+
+def recap(proc):
+    """{'ok': n, 'changed': n, 'failed': n, ...} of the last PLAY RECAP line."""
+    import re
+    lines = [ln for ln in proc.stdout.splitlines() if re.match(r"^\S+\s+:\s+ok=", ln)]
+    assert lines, proc.output[-4000:]
+    return dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1]))
