@@ -1,0 +1,82 @@
+# Local-cluster add-on: External Secrets Operator, the real controller, built from the Go module proxy.
+# Sourced by scripts/cluster (which defines start, wait_for, timed, k, $STATE, $LOGS, $PIDS).
+# shellcheck shell=bash disable=SC2034  # ESO_COMPONENTS is read by scripts/cluster
+#
+# v0.16.2 is the newest release that is one Go module (later ones are split into submodules the proxy
+# refuses); it serves external-secrets.io/v1 like current releases. Its CRDs come from the same module
+# (deploy/crds/bundle.yaml, copied next to the binary so `up` needs no module cache).
+
+ESO_VERSION=v0.16.2
+ESO_BIN=$CACHE/bin/eso-$ESO_VERSION
+ESO_COMPONENTS=(external-secrets)
+
+_build_eso() {
+  local out=$1 dir
+  cd "$ROOT/scripts/localcluster/eso" &&
+    go build -trimpath -ldflags "-s -w" -o "$out/external-secrets" github.com/external-secrets/external-secrets &&
+    dir=$(go list -m -f '{{.Dir}}' github.com/external-secrets/external-secrets) &&
+    cp "$dir/deploy/crds/bundle.yaml" "$out/crds.yaml"
+}
+
+eso_build() {
+  build_part "external-secrets $ESO_VERSION" \
+    "$ESO_VERSION-$(_key "$ROOT"/scripts/localcluster/eso/go.{mod,sum})" "$ESO_BIN" _build_eso
+}
+
+_eso_free_port() {  # a loopback port nobody listens on now (parallel clusters on one machine)
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+_eso_crds_established() {  # every CRD of the bundle (20 in v0.16.2) Established
+  local want have
+  want=$(grep -c '^kind: CustomResourceDefinition' "$ESO_BIN/crds.yaml")
+  have=$(k get crd -o jsonpath='{range .items[*]}{.spec.group}={.status.conditions[?(@.type=="Established")].status}{"\n"}{end}' \
+    | grep -c 'external-secrets\.io=True$')
+  ((have >= want))
+}
+
+# Healthy = the controller reconciles: a probe SecretStore on the built-in fake provider becomes Ready.
+_eso_probe_ready() {
+  [[ $(k get secretstores.external-secrets.io nimguard-eso-probe -n kube-system \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+
+eso_up() {
+  timed "external-secrets CRDs (server-side apply)" \
+    k apply --server-side --force-conflicts --field-manager nimguard-cluster -f "$ESO_BIN/crds.yaml" -o name >/dev/null
+  timed "external-secrets CRDs Established" wait_for "external-secrets CRDs Established" 60 kube-apiserver \
+    _eso_crds_established
+  local port; port=$(_eso_free_port)
+  echo "$port" > "$STATE/eso-metrics.port"
+  log "starting external-secrets $ESO_VERSION (metrics on 127.0.0.1:$port)"
+  # ESO has no --kubeconfig flag: controller-runtime reads KUBECONFIG. The admin identity stands in for
+  # the ClusterRole its Helm chart grants. The AWS endpoints point at a closed loopback port, so stores
+  # for AWS fail fast with "connection refused" instead of reaching for the internet.
+  start external-secrets env KUBECONFIG="$ADMIN_KUBECONFIG" AWS_EC2_METADATA_DISABLED=true \
+    AWS_STS_ENDPOINT=http://127.0.0.1:9 AWS_SECRETSMANAGER_ENDPOINT=http://127.0.0.1:9 \
+    AWS_SSM_ENDPOINT=http://127.0.0.1:9 \
+    "$ESO_BIN/external-secrets" --enable-leader-election=false --metrics-addr "127.0.0.1:$port" \
+    --zap-time-encoding iso8601
+  timed "external-secrets metrics" wait_for "external-secrets serving metrics" 60 external-secrets \
+    curl -sf "http://127.0.0.1:$port/metrics"
+  k apply --server-side --field-manager nimguard-cluster -o name -f - >/dev/null <<'EOF'
+apiVersion: external-secrets.io/v1
+kind: SecretStore
+metadata: {name: nimguard-eso-probe, namespace: kube-system}
+spec:
+  provider:
+    fake:
+      data: []
+EOF
+  timed "external-secrets reconciling (probe SecretStore Ready)" \
+    wait_for "external-secrets reconciling a SecretStore" 60 external-secrets _eso_probe_ready
+  k delete secretstores.external-secrets.io nimguard-eso-probe -n kube-system --wait=false >/dev/null
+}
+
+eso_down() { rm -f "$STATE/eso-metrics.port"; }
+
+eso_env() {
+  echo "export NIMGUARD_ESO_VERSION=$ESO_VERSION"
+  [[ -f $STATE/eso-metrics.port ]] && echo "export NIMGUARD_ESO_METRICS=http://127.0.0.1:$(cat "$STATE/eso-metrics.port")/metrics"
+  return 0
+}
