@@ -422,7 +422,7 @@ def run_apply(p, check_mode, diff):
 def _wait_condition(client, obj, ctype, cstatus, deadline):
     res = client.resource(obj["apiVersion"], obj["kind"])
     meta = obj["metadata"]
-    last = None
+    last = live = None
     while True:
         live = client.get(res, meta.get("namespace"), meta["name"])
         if live is not None and obj["kind"] in STATUSLESS:
@@ -434,13 +434,33 @@ def _wait_condition(client, obj, ctype, cstatus, deadline):
                 if c.get("status") == cstatus:
                     return live
         if time.monotonic() >= deadline:
-            why = ("%s=%s (reason %s: %s)" % (ctype, last.get("status"), last.get("reason"), last.get("message"))
-                   if last else "no %s condition yet" % ctype)
-            raise NimError("%s %s did not reach %s=%s in time: %s. Look further: kubectl describe %s %s%s"
-                           % (obj["kind"], meta["name"], ctype, cstatus, why, obj["kind"].lower(), meta["name"],
-                              " -n " + meta["namespace"] if meta.get("namespace") else ""),
+            if live is None:
+                why = "it does not exist"
+            elif last:
+                why = "%s=%s (reason %s: %s)" % (ctype, last.get("status"), last.get("reason"), last.get("message"))
+            else:
+                why = "no %s condition yet" % ctype
+            event = _last_warning(client, live) if live is not None else None
+            raise NimError("%s %s did not reach %s=%s in time: %s.%s Look further: kubectl describe %s %s%s"
+                           % (obj["kind"], meta["name"], ctype, cstatus, why,
+                              " Last warning event: %s." % event if event else "", obj["kind"].lower(),
+                              meta["name"], " -n " + meta["namespace"] if meta.get("namespace") else ""),
                            condition=last)
         time.sleep(1.0)
+
+
+def _last_warning(client, live):
+    """The newest Warning event about an object: controllers (External Secrets, cert-manager) often put the
+    cause there ("connection refused") and only a summary in the condition ("unable to create client")."""
+    meta = live["metadata"]
+    path = ("/api/v1/namespaces/%s/events" % meta["namespace"]) if meta.get("namespace") else "/api/v1/events"
+    query = {"fieldSelector": "involvedObject.uid=%s,type=Warning" % meta.get("uid")}
+    try:
+        items = client.request("GET", path, query=query)[1].get("items") or []
+    except (ApiError, NimError):
+        return None  # events are a hint; not being allowed to read them must not hide the real error
+    items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return "%s: %s" % (items[-1].get("reason"), items[-1].get("message")) if items else None
 
 
 def run_doctor(p, check_mode, diff):
@@ -454,7 +474,11 @@ def run_info(p, check_mode, diff):
     client = _client(p)
     res = client.resource(p["api_version"], p["kind"])
     namespace = p.get("namespace") if res.namespaced else None
-    if p.get("name"):
+    if p.get("name") and p.get("wait_condition"):  # the same wait as nim_apply's, on an object someone else made
+        cond = p["wait_condition"]
+        obj = dict(apiVersion=p["api_version"], kind=p["kind"], metadata=dict(name=p["name"], namespace=namespace))
+        items = [_wait_condition(client, obj, cond["type"], cond["status"], time.monotonic() + p["wait_timeout"])]
+    elif p.get("name"):
         live = client.get(res, namespace, p["name"])
         items = [live] if live else []
     else:

@@ -184,14 +184,16 @@ SERVICE = dict(
     wait_timeout=dict(type="int", default=600),
 )
 
+_WAIT_CONDITION = dict(type="dict", options=dict(
+    type=dict(type="str", default="Ready"),
+    status=dict(type="str", default="True", choices=["True", "False", "Unknown"]),
+))
+
 APPLY = dict(
     definition=dict(type="raw"),
     src=dict(type="path"),
     wait=dict(type="bool", default=False),
-    wait_condition=dict(type="dict", options=dict(
-        type=dict(type="str", default="Ready"),
-        status=dict(type="str", default="True", choices=["True", "False", "Unknown"]),
-    )),
+    wait_condition=_WAIT_CONDITION,
     wait_timeout=dict(type="int", default=120),
 )
 
@@ -201,6 +203,8 @@ INFO = dict(
     name=dict(type="str"),
     namespace=dict(type="str"),
     label_selectors=dict(type="list", elements="str", default=[]),
+    wait_condition=_WAIT_CONDITION,
+    wait_timeout=dict(type="int", default=120),
 )
 
 DOCTOR = dict(

@@ -67,7 +67,7 @@ options:
         default: "True"
         choices: [ "True", "False", "Unknown" ]
   wait_timeout:
-    description: Seconds to wait in all; the error quotes the condition's reason and message.
+    description: Seconds to wait in all; the error quotes the condition's reason and message and the object's last Warning event.
     type: int
     default: 120
 seealso:

@@ -45,6 +45,28 @@ options:
     type: list
     elements: str
     default: []
+  wait_condition:
+    description:
+      - With O(name), wait until the object exists and has this status condition - the same wait as
+        M(nimguard.k8s.nim_apply)'s, for objects another tool makes (an ExternalSecret's V(Ready) before its Secret
+        is used). Nothing is written.
+      - On timeout the error quotes the condition's reason and message, the object's last Warning event and the
+        command to look further.
+    type: dict
+    suboptions:
+      type:
+        description: Condition type.
+        type: str
+        default: Ready
+      status:
+        description: Condition status.
+        type: str
+        default: "True"
+        choices: [ "True", "False", "Unknown" ]
+  wait_timeout:
+    description: Seconds to wait for O(wait_condition) in all.
+    type: int
+    default: 120
 '''
 
 EXAMPLES = r'''
@@ -63,6 +85,15 @@ EXAMPLES = r'''
     namespace: nim-service
     label_selectors:
       - app.kubernetes.io/managed-by=nimguard
+
+- name: Wait until External Secrets has synced an ExternalSecret (read-only)
+  nimguard.k8s.nim_info:
+    api_version: external-secrets.io/v1
+    kind: ExternalSecret
+    name: ngc-api-secret
+    namespace: nim-service
+    wait_condition: {type: Ready, status: "True"}
+    wait_timeout: 60
 '''
 
 RETURN = r'''
