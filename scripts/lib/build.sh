@@ -6,8 +6,13 @@ _key() { cat "$@" 2>/dev/null | sha256sum | cut -c1-12; }
 
 # build_part NAME KEY OUTDIR COMMAND...: skip when OUTDIR/.key matches.
 build_part() {
-  local name=$1 key=$2 out=$3; shift 3
+  local name=$1 key=$2 out=$3 lock; shift 3
+  # Sessions sharing $CACHE build a part one at a time: a second one waits, then finds it built.
+  mkdir -p "$(dirname "$out")"
+  exec {lock}>"$out.lock"
+  flock "$lock"
   if [[ -f $out/.key && $(cat "$out/.key") == "$key" ]]; then
+    exec {lock}>&-
     return 0
   fi
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
@@ -22,6 +27,7 @@ build_part() {
   wait "$pid" || die "building $name failed"
   echo "$key" > "$out.tmp/.key"
   rm -rf "$out" && mv "$out.tmp" "$out"
+  exec {lock}>&-
   log "built $name in $((SECONDS - t0))s"
 }
 
