@@ -28,6 +28,7 @@ RBAC_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "de
               "escalate", "impersonate", "approve", "sign", "proxy"}
 API_PORT_NAME = "api"
 DEFAULT_NIM_COMMAND = ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/nim/start_server.sh"]
+VAULT_AGENT_IMAGE = "hashicorp/vault:1.21.4"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,7 +566,7 @@ def _vault_agent(p, vault, mount, key_name, extra):
               {"name": "vault-agent-tmp", "mountPath": "/vault/tmp"}]
     if vault.get("ca_config_map"):
         mounts.append({"name": "vault-ca", "mountPath": "/vault/ca", "readOnly": True})
-    image = vault.get("image") or "hashicorp/vault:1.21.4"
+    image = vault.get("image") or VAULT_AGENT_IMAGE
 
     def agent(name, config, sidecar=False):
         c = {"name": name, "image": image, "imagePullPolicy": "IfNotPresent",

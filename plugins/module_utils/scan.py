@@ -14,12 +14,11 @@ import os
 import re
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.render import VAULT_AGENT_IMAGE
 
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 RANK = dict((s, i) for i, s in enumerate(SEVERITIES))
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-# The default image of the vault agent init container (render._vault_agent uses the same default).
-VAULT_AGENT_IMAGE = "hashicorp/vault:1.21.4"
 
 
 # ---------------------------------------------------------------------------------------------
