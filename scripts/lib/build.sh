@@ -20,9 +20,10 @@ build_part() {
   local t0=$SECONDS
   ( "$@" "$out.tmp" ) &
   local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 30
-    kill -0 "$pid" 2>/dev/null && log "  still building $name ($((SECONDS - t0))s)"
+  local n=0
+  while kill -0 "$pid" 2>/dev/null; do  # 1 s steps: a short build does not wait out a 30 s sleep
+    sleep 1
+    ((++n % 30)) || log "  still building $name ($((SECONDS - t0))s)"
   done
   wait "$pid" || die "building $name failed"
   echo "$key" > "$out.tmp/.key"
