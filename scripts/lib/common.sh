@@ -42,6 +42,9 @@ link_collection() {
 # APT_PACKAGES+=(jq). openssl: certificates. rsync: copies of the tree for ansible-test. git: file
 # lists for sanity and shellcheck. shellcheck: used by `scripts/test shellcheck` and ansible-test.
 APT_PACKAGES=(openssl rsync shellcheck git ca-certificates)
+# The real node and its test images (scripts/lib/images.sh): containerd, runc, and a static busybox
+# for the fake NIM image's shell.
+APT_PACKAGES+=(containerd runc busybox-static)
 
 # The interpreter the venv is made from (ansible-core 2.19 wants 3.11 to 3.13 on the controller).
 PYTHON=${NIMGUARD_PYTHON:-python3}
