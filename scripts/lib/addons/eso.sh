@@ -46,13 +46,16 @@ eso_up() {
     k apply --server-side --force-conflicts --field-manager nimguard-cluster -f "$ESO_BIN/crds.yaml" -o name >/dev/null
   timed "external-secrets CRDs Established" wait_for "external-secrets CRDs Established" 60 kube-apiserver \
     _eso_crds_established
+  # Its own identity (system:masters stands in for the ClusterRole its Helm chart grants), so the audit
+  # log tells the operator's writes from the collection's.
+  _cert external-secrets "/O=system:masters/CN=external-secrets"
+  _kubeconfig "$STATE/external-secrets.kubeconfig" external-secrets
   local port; port=$(_eso_free_port)
   echo "$port" > "$STATE/eso-metrics.port"
   log "starting external-secrets $ESO_VERSION (metrics on 127.0.0.1:$port)"
-  # ESO has no --kubeconfig flag: controller-runtime reads KUBECONFIG. The admin identity stands in for
-  # the ClusterRole its Helm chart grants. The AWS endpoints point at a closed loopback port, so stores
-  # for AWS fail fast with "connection refused" instead of reaching for the internet.
-  start external-secrets env KUBECONFIG="$ADMIN_KUBECONFIG" AWS_EC2_METADATA_DISABLED=true \
+  # ESO has no --kubeconfig flag: controller-runtime reads KUBECONFIG. The AWS endpoints point at a
+  # closed loopback port, so AWS stores fail fast with "connection refused" instead of reaching out.
+  start external-secrets env KUBECONFIG="$STATE/external-secrets.kubeconfig" AWS_EC2_METADATA_DISABLED=true \
     AWS_STS_ENDPOINT=http://127.0.0.1:9 AWS_SECRETSMANAGER_ENDPOINT=http://127.0.0.1:9 \
     AWS_SSM_ENDPOINT=http://127.0.0.1:9 \
     "$ESO_BIN/external-secrets" --enable-leader-election=false --metrics-addr "127.0.0.1:$port" \
