@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import render
 from ansible_collections.nimguard.k8s.plugins.module_utils.client import ApiError, NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.runner import missing_secret_message
+from ansible_collections.nimguard.k8s.plugins.module_utils.runner import last_warning, missing_secret_message
 
 ALL_CHECKS = ("secrets", "runtime", "gpu", "ca", "crds", "permissions", "tls", "certificates", "external_secrets")
 
@@ -205,6 +205,9 @@ def _check_conditions(client, f, namespaces, api_version, kind, check, look):
             if not ready or ready[0].get("status") != "True":
                 c = ready[0] if ready else {}
                 name = item["metadata"]["name"]
-                f.add(check, "fail", "%s %s/%s is not ready: %s" % (
-                    kind, ns, name, "%s: %s" % (c.get("reason"), c.get("message")) if c else "no Ready condition yet"),
+                # The condition is often a summary ("could not get secret data from provider"); the event says why.
+                event = last_warning(client, item)
+                f.add(check, "fail", "%s %s/%s is not ready: %s%s" % (
+                    kind, ns, name, "%s: %s" % (c.get("reason"), c.get("message")) if c else "no Ready condition yet",
+                    "; last warning event: %s" % event if event else ""),
                     "look further: " + look % (name, ns))

@@ -440,7 +440,7 @@ def _wait_condition(client, obj, ctype, cstatus, deadline):
                 why = "%s=%s (reason %s: %s)" % (ctype, last.get("status"), last.get("reason"), last.get("message"))
             else:
                 why = "no %s condition yet" % ctype
-            event = _last_warning(client, live) if live is not None else None
+            event = last_warning(client, live) if live is not None else None
             raise NimError("%s %s did not reach %s=%s in time: %s.%s Look further: kubectl describe %s %s%s"
                            % (obj["kind"], meta["name"], ctype, cstatus, why,
                               " Last warning event: %s." % event if event else "", obj["kind"].lower(),
@@ -449,7 +449,7 @@ def _wait_condition(client, obj, ctype, cstatus, deadline):
         time.sleep(1.0)
 
 
-def _last_warning(client, live):
+def last_warning(client, live):
     """The newest Warning event about an object: controllers (External Secrets, cert-manager) often put the
     cause there ("connection refused") and only a summary in the condition ("unable to create client")."""
     meta = live["metadata"]
