@@ -313,7 +313,15 @@ def wait_rollout(client, namespace, name, timeout, sleep=time.sleep):
     deadline = time.monotonic() + timeout
     dep = None
     while True:
-        dep = client.get(res, namespace, name)
+        try:
+            dep = client.get(res, namespace, name)
+        except NimError as e:
+            if not e.details.get("unreachable"):
+                raise
+            raise NimError("Deployment %s/%s: the API server stopped answering while waiting for the rollout (%s). "
+                           "What was applied stays applied. Fix: once the API server answers again, rerun (it "
+                           "changes nothing already done and waits again), or run `kubectl rollout status "
+                           "deployment/%s -n %s`." % (namespace, name, e, name, namespace), unreachable=True)
         if dep is None:
             raise NimError("Deployment %s/%s disappeared while waiting for its rollout." % (namespace, name))
         if rollout_complete(dep):
