@@ -120,21 +120,20 @@ def test_fakenim_binary_as_arbitrary_uid(images):
                                 stderr=subprocess.STDOUT, text=True)
         try:
             ready(port)
-            status, key = get(port, "/v1/debug/key")
+            key = get(port, "/v1/debug/key")[1]
             assert key == {"source": "file:%s" % keyfile, "sha256_12": sha12(KEY), "ready": True, "reason": ""}
-            status, env_report = get(port, "/v1/debug/env")
+            env_report = get(port, "/v1/debug/env")[1]
             assert env_report == {"sensitive_names": ["NGC_API_KEY_FILE"], "key_in_env": False}
             # Rotation as a Secret volume does it: a new file renamed over the old one.
             (keydir / "new").write_text(NEW_KEY)
             os.replace(keydir / "new", keyfile)
             wait_until("the rotated key", lambda: get(port, "/v1/debug/key")[1]["sha256_12"] == sha12(NEW_KEY))
             keyfile.unlink()
-            status, body = wait_until("not ready without the key file",
-                                      lambda: (lambda r: r if r[0] == 503 else None)(get(port, "/v1/health/ready")))
-            assert "cannot read the key file" in body["reason"]
+            wait_until("not ready without the key file", lambda: get(port, "/v1/health/ready")[0] == 503)
+            assert "cannot read the key file" in get(port, "/v1/health/ready")[1]["reason"]
         finally:
             proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
+            out = proc.communicate(timeout=30)[0]
         assert proc.returncode == 0, out
         assert KEY not in out and NEW_KEY not in out
         assert "sha256_12=%s" % sha12(NEW_KEY) in out
@@ -265,7 +264,7 @@ def test_pause_image_exits_zero_on_sigterm(containerd):
                              "--read-only", PAUSE, "pause-t"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_until("pause running", lambda: "RUNNING" in containerd.ctr("task", "ls").stdout)
     containerd.ctr("task", "kill", "-s", "SIGTERM", "pause-t")
-    out, _ = proc.communicate(timeout=30)
+    out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out
 
 
@@ -276,7 +275,7 @@ def _rendered_pod():
                                                               no_proxy="127.0.0.1,localhost"))
     result = validator_for("nim_service").validate(args)
     assert not result.error_messages, result.error_messages
-    template, _ = render.render_pod_spec(_service_defaults(result.validated_parameters))
+    template = render.render_pod_spec(_service_defaults(result.validated_parameters))[0]
     return template["spec"]
 
 

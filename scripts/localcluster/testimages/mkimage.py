@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Make a one-layer OCI image archive from a directory, byte for byte reproducible.
 
     mkimage.py --rootfs DIR --ref docker.io/local/NAME:TAG --out NAME.tar \
