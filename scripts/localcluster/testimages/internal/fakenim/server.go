@@ -127,6 +127,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeReport answers a debug query with its findings and, when there is one, the error (200 both
+// ways: the query worked, what it found is the answer).
+func writeReport(w http.ResponseWriter, out map[string]any, err error) {
+	if err != nil {
+		out["error"] = err.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 // openAIError writes the error shape OpenAI clients parse.
 func openAIError(w http.ResponseWriter, status int, typ, msg string) {
 	writeJSON(w, status, map[string]any{"error": map[string]any{"message": msg, "type": typ, "code": status}})
@@ -319,10 +328,7 @@ func (s *Server) debugCA(w http.ResponseWriter, _ *http.Request) {
 		subjects, err = CertSubjects(data)
 		out["subjects"] = subjects
 	}
-	if err != nil {
-		out["error"] = err.Error()
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeReport(w, out, err)
 }
 
 // ProxyVars are the variables Go's proxy selection reads, upper case first.
@@ -351,9 +357,8 @@ func (s *Server) debugProxy(w http.ResponseWriter, r *http.Request) {
 	if target := r.URL.Query().Get("url"); target != "" {
 		p, err := ProxyFor(s.Getenv, target)
 		out["url"], out["proxy"] = target, RedactURL(p)
-		if err != nil {
-			out["error"] = err.Error()
-		}
+		writeReport(w, out, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -377,10 +382,7 @@ func (s *Server) debugFetch(w http.ResponseWriter, r *http.Request) {
 			out["status"], out["body"] = resp.StatusCode, string(body)
 		}
 	}
-	if err != nil {
-		out["error"] = err.Error()
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeReport(w, out, err)
 }
 
 func (s *Server) debugProbe(w http.ResponseWriter, r *http.Request) {
@@ -391,10 +393,7 @@ func (s *Server) debugProbe(w http.ResponseWriter, r *http.Request) {
 	}
 	err := Probe(addr, queryDuration(r, 3*time.Second))
 	out := map[string]any{"addr": addr, "connected": err == nil}
-	if err != nil {
-		out["error"] = err.Error()
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeReport(w, out, err)
 }
 
 func queryDuration(r *http.Request, def time.Duration) time.Duration {
