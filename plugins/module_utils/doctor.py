@@ -48,7 +48,7 @@ def _service_view(svc, default_ns):
                 gpus=int((svc.get("resources") or {}).get("gpus") or 0),
                 cert_config_map=(svc.get("proxy") or {}).get("cert_config_map"),
                 vault=((svc.get("secret_delivery") or {}).get("mode") == "vault_agent"),
-                ingress=expose.get("ingress") or {})
+                ingress=expose.get("ingress") or {}, service=expose.get("service") or {})
 
 
 def doctor(client, p):
@@ -82,6 +82,7 @@ def doctor(client, p):
 
 
 def _run_checks(client, p, checks, f, services, namespaces):
+    exposed = set()  # (namespace, kind, name) already warned about: from the options or found live
     if "permissions" in checks:
         for ns in namespaces:
             for group, resource, verbs in NEEDED:
@@ -127,11 +128,10 @@ def _run_checks(client, p, checks, f, services, namespaces):
                     "kubectl create configmap %s --from-file=ca.crt=/path/to/ca.crt -n %s"
                     % (svc["cert_config_map"], ns), service=name)
         if "tls" in checks:
-            ing = svc["ingress"]
-            if ing.get("enabled") and not render.ingress_tls_secret(ing, name):
-                f.add("tls", "warn", "service %s is exposed by an Ingress without TLS (allow_plain_http)" % name,
-                      "set expose.ingress.tls_secret_name or a cert-manager.io/cluster-issuer annotation.",
-                      service=name)
+            if svc["ingress"].get("enabled") and not render.ingress_tls_secret(svc["ingress"], name):
+                _warn_exposed(f, exposed, ns, "Ingress", name, service=name)
+            _warn_exposed(f, exposed, ns, "Service", name, svc["service"].get("type"),
+                          svc["service"].get("annotations"), service=name)
     if "gpu" in checks:
         need = max([s["gpus"] for s in services] or [0])
         if need:
@@ -144,7 +144,7 @@ def _run_checks(client, p, checks, f, services, namespaces):
                       "run the nimguard.k8s.%s role first." % ("cert_manager" if group == "cert-manager.io"
                                                                else "external_secrets"))
     if "tls" in checks:
-        _check_exposed(client, f, namespaces)
+        _check_exposed(client, f, namespaces, exposed)
     if "certificates" in checks and client.has_api_group("cert-manager.io"):
         _check_conditions(client, f, namespaces, "cert-manager.io/v1", "Certificate", "certificates",
                           "kubectl describe certificate %s -n %s; kubectl logs -n cert-manager deploy/cert-manager")
@@ -177,19 +177,40 @@ def _check_gpus(client, f, need):
               "add GPU nodes with the NVIDIA device plugin (GPU Operator), free GPUs, or lower resources.gpus.")
 
 
-def _check_exposed(client, f, namespaces):
+# Annotations saying TLS is terminated in front of a NodePort/LoadBalancer Service: the cloud load balancers'
+# own, or nimguard.io/tls-in-front: <what terminates it> for anything else (a gateway, a service mesh).
+TLS_IN_FRONT = ("nimguard.io/tls-in-front", "service.beta.kubernetes.io/aws-load-balancer-ssl-cert",
+                "service.beta.kubernetes.io/oci-load-balancer-ssl-ports",
+                "service.beta.kubernetes.io/do-loadbalancer-certificate-id")
+
+
+def _warn_exposed(f, exposed, ns, kind, name, stype=None, annotations=None, **extra):
+    """One warning per object exposing a NIM API without TLS, whether it is about to be deployed or live."""
+    if (ns, kind, name) in exposed:
+        return
+    if kind == "Ingress":
+        message, fix = "Ingress %s/%s serves plain HTTP" % (ns, name), (
+            "set expose.ingress.tls_secret_name or a cert-manager.io/cluster-issuer annotation (allow_plain_http "
+            "turns the refusal off, not this warning).")
+    elif stype in ("NodePort", "LoadBalancer") and not set(annotations or {}) & set(TLS_IN_FRONT):
+        message, fix = "Service %s/%s is a %s: it exposes the NIM API without TLS in front" % (ns, name, stype), (
+            "use a ClusterIP Service behind a TLS Ingress (expose.ingress with TLS), or terminate TLS at the load "
+            "balancer and say so with the annotation nimguard.io/tls-in-front: <what terminates it>.")
+    else:
+        return
+    exposed.add((ns, kind, name))
+    f.add("tls", "warn", message, fix, **extra)
+
+
+def _check_exposed(client, f, namespaces, exposed):
     sel = "app.kubernetes.io/managed-by=nimguard"
     for ns in namespaces:
         for ing in client.list(client.resource("networking.k8s.io/v1", "Ingress"), ns, sel):
             if not ing.get("spec", {}).get("tls"):
-                f.add("tls", "warn", "Ingress %s/%s serves plain HTTP" % (ns, ing["metadata"]["name"]),
-                      "add TLS (tls_secret_name or a cert-manager issuer annotation).")
+                _warn_exposed(f, exposed, ns, "Ingress", ing["metadata"]["name"])
         for svc in client.list(client.resource("v1", "Service"), ns, sel):
-            stype = svc.get("spec", {}).get("type")
-            if stype in ("NodePort", "LoadBalancer"):
-                f.add("tls", "warn", "Service %s/%s is a %s: it exposes the NIM API without TLS in front"
-                      % (ns, svc["metadata"]["name"], stype),
-                      "use a ClusterIP Service behind a TLS Ingress (expose.ingress with TLS).")
+            _warn_exposed(f, exposed, ns, "Service", svc["metadata"]["name"], svc.get("spec", {}).get("type"),
+                          svc["metadata"].get("annotations"))
 
 
 def _check_conditions(client, f, namespaces, api_version, kind, check, look):

@@ -17,7 +17,9 @@ description:
   - V(ca) - the proxy CA ConfigMap is missing or has no C(ca.crt).
   - V(crds) - cert-manager or External Secrets CRDs are missing while used.
   - V(permissions) - the identity used lacks a permission the collection needs (SelfSubjectAccessReview).
-  - V(tls) - managed services exposed without TLS; C(NodePort) and C(LoadBalancer) Services warned about.
+  - V(tls) - every service exposed without TLS, among O(services) and the managed objects found live (warnings)
+    - an Ingress without TLS, or a C(NodePort) or C(LoadBalancer) Service with no TLS in front (no load balancer
+    TLS annotation of AWS, OCI or DigitalOcean, nor C(nimguard.io/tls-in-front) naming what terminates TLS).
   - V(certificates) - cert-manager Certificates that are not Ready, with the reason from their status.
   - V(external_secrets) - ExternalSecrets that are not synced, with the reason from their status.
 author:

@@ -6,9 +6,12 @@ ETCD_VERSION=v3.6.6
 KWOK_VERSION=v0.8.0
 KUBE_SCORE_VERSION=v1.20.0
 TRIVY_VERSION=v0.74.0
+# checkov (PyPI) pins packaging and other libraries against our venv's: it gets a venv of its own.
+CHECKOV_VERSION=3.3.30
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${NIMGUARD_CACHE:-$HOME/.cache/nimguard}
+CHECKOV_VENV=$CACHE/checkov-$CHECKOV_VERSION
 STATE=${NIMGUARD_STATE:-$CACHE/run}          # certificates, etcd data, logs, pids of the running cluster
 export GOFLAGS=${GOFLAGS:--buildvcs=false}
 
