@@ -87,8 +87,11 @@ def run_playbook(cluster, playbook, group_vars, args=(), env=None, timeout=600, 
         yaml.safe_dump({"clusters": {"hosts": {"local": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
             "gpu_nodes": {"hosts": {}}}, f)
+    # The local inventory's image scan setting (off, with its reason) unless the test sets its own.
+    with open(os.path.join(root, "inventories", "local", "group_vars", "clusters.yml")) as f:
+        local = {"nim_rollout_image_scan": yaml.safe_load(f)["nim_rollout_image_scan"]}
     with open(os.path.join(tmp, "group_vars", "clusters.yml"), "w") as f:
-        yaml.safe_dump(dict({"nimguard_kubeconfig": cluster.kubeconfig}, **group_vars), f)
+        yaml.safe_dump(dict(dict(local, nimguard_kubeconfig=cluster.kubeconfig), **group_vars), f)
     log_path = os.path.join(tmp, "ansible.log")
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", tmp,
            os.path.join(root, "playbooks", playbook)] + list(args)
