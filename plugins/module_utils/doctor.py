@@ -147,10 +147,12 @@ def _run_checks(client, p, checks, f, services, namespaces):
         _check_exposed(client, f, namespaces, exposed)
     if "certificates" in checks and client.has_api_group("cert-manager.io"):
         _check_conditions(client, f, namespaces, "cert-manager.io/v1", "Certificate", "certificates",
-                          "kubectl describe certificate %s -n %s; kubectl logs -n cert-manager deploy/cert-manager")
+                          "kubectl describe certificate %(name)s -n %(ns)s; "
+                          "kubectl get certificaterequest,order,challenge -n %(ns)s; "
+                          "kubectl logs -n cert-manager deploy/cert-manager")
     if "external_secrets" in checks and client.has_api_group("external-secrets.io"):
         _check_conditions(client, f, namespaces, "external-secrets.io/v1", "ExternalSecret", "external_secrets",
-                          "kubectl describe externalsecret %s -n %s, and check its SecretStore's status")
+                          "kubectl describe externalsecret %(name)s -n %(ns)s, and check its SecretStore's status")
 
 
 def _check_gpus(client, f, need):
@@ -231,4 +233,4 @@ def _check_conditions(client, f, namespaces, api_version, kind, check, look):
                 f.add(check, "fail", "%s %s/%s is not ready: %s%s" % (
                     kind, ns, name, "%s: %s" % (c.get("reason"), c.get("message")) if c else "no Ready condition yet",
                     "; last warning event: %s" % event if event else ""),
-                    "look further: " + look % (name, ns))
+                    "look further: " + look % dict(name=name, ns=ns))
