@@ -16,7 +16,9 @@ import tarfile
 import pytest
 import yaml
 
+from ansible_collections.nimguard.k8s.plugins.module_utils import render
 from playbook import run_play, run_playbook, writes
+from test_static_checks import service_params, tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.3.3"
@@ -24,10 +26,7 @@ TODAY = datetime.date.today()
 
 
 def trivy_bin():
-    path = subprocess.run(["bash", "-c", "source scripts/lib/common.sh; source scripts/lib/build.sh; echo $TRIVY_BIN"],
-                          cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip() + "/trivy"
-    assert os.access(path, os.X_OK), "no Trivy at %s: run scripts/cluster build" % path
-    return path
+    return tool_path("TRIVY_BIN", "/trivy")
 
 
 TRIVY_OFFLINE = ["--quiet", "--skip-db-update", "--skip-java-db-update", "--skip-check-update", "--offline-scan",
@@ -111,8 +110,6 @@ def test_default_severity_critical_and_allow_list_with_expiry(cluster, secret_re
 def test_trivy_config_report_of_a_weakened_manifest_blocks(cluster, tmp_path):
     """trivy config's Misconfigurations class through the gate: a Deployment rendered with a writable root
     filesystem (read_only_root_filesystem: false) is reported, and blocks at HIGH."""
-    from ansible_collections.nimguard.k8s.plugins.module_utils import render
-    from test_static_checks import service_params
     objs = render.render_service(service_params(read_only_root_filesystem=False))
     (tmp_path / "m").mkdir()
     with open(tmp_path / "m" / "llama.yaml", "w") as f:
