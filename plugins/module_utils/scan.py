@@ -141,7 +141,7 @@ def check_allow_list(entries):
             except ValueError:
                 raise NimError("%s.expires: %r for %s is not a valid date. Fix: use YYYY-MM-DD." % (where, text, e["id"]))
         out.append(dict(id=str(e["id"]), reason=str(e["reason"]).strip(), expires=expires,
-                         package=e.get("package") or None, image=e.get("image") or None))
+                        package=e.get("package") or None, image=e.get("image") or None))
     return out
 
 

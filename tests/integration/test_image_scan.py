@@ -86,7 +86,7 @@ def test_trivy_secret_report_blocks_and_names_each_finding_without_the_secret(cl
 
 
 def test_default_severity_critical_and_allow_list_with_expiry(cluster, secret_report):
-    report, _ = secret_report
+    report = secret_report[0]
     tomorrow, yesterday = (TODAY + datetime.timedelta(days=1)).isoformat(), (TODAY - datetime.timedelta(days=1)).isoformat()
     key_id = {"id": "aws-access-key-id", "reason": "test fixture credential, revoked", "expires": tomorrow}
     secret = {"id": "aws-secret-access-key", "reason": "the same revoked pair", "package": "opt/app/aws.env"}
@@ -155,7 +155,7 @@ def site_vars(ns, scan):
 
 
 def test_rollout_stops_before_any_write(cluster, namespace, secret_report):
-    report, _ = secret_report
+    report = secret_report[0]
     ns = namespace
     cases = [
         ({"reports": {IMAGE: str(report)}}, "aws-access-key-id"),

@@ -35,12 +35,12 @@ def covered_files(root):
     """The files pre-commit would pass to the hook: tracked and untracked-not-ignored, matching `files`."""
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.split("\n")
-    _, pattern = hook_config()
+    pattern = hook_config()[1]
     return sorted(f for f in out if f and pattern.search(f) and os.path.isfile(os.path.join(root, f)))
 
 
 def run_hook(root, files):
-    entry, _ = hook_config()
+    entry = hook_config()[0]
     cmd = [os.path.join(BIN, entry[0])] + entry[1:] + list(files)
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, check=False)
 

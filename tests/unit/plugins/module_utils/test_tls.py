@@ -29,6 +29,6 @@ def test_plain_ingress_is_refused_naming_both_fixes_and_the_way_out():
     ({"annotations": {"cert-manager.io/issuer": "ca-issuer"}}, "llama-tls"),
 ])
 def test_either_fix_renders_tls(opts, secret):
-    ing = ingress(render.render_service(service(expose={"ingress": dict(enabled=True, host="nim.example.com",
-                                                                          **opts)})))
+    expose = {"ingress": dict(enabled=True, host="nim.example.com", **opts)}
+    ing = ingress(render.render_service(service(expose=expose)))
     assert ing["spec"]["tls"] == [{"hosts": ["nim.example.com"], "secretName": secret}]
