@@ -1,0 +1,376 @@
+"""End to end on the local cluster's real node (kubelet, containerd, runc, bridge CNI, kube-proxy and
+kube-router's NetworkPolicy firewall; scripts/lib/addons/node.sh) with the fake NIM image
+(scripts/localcluster/testimages): what the hardened pod spec promises, proven by running it. The fake
+NIM reports the key's source and a short hash (never the key), the secret-looking variable names of
+its own environment, and the CA bundle's subjects. Skipped, with the reason, when the cluster runs
+without the node add-on. There is no GPU here: the node's device plugin advertises stand-ins."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+from playbook import run_play
+from realnode import (CLUSTER, FAKENIM, ROOT, FAST_PROBES, IMAGE, PIN, create, pod_manifest, pods, proxy_get, ready,
+                      real_node, run_client, service_url, wait_until)
+
+
+def hash12(value):
+    import hashlib
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def new_key():
+    return "nvapi-e2e-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def node(cluster):
+    return real_node(cluster)
+
+
+@pytest.fixture
+def restricted_ns(cluster):
+    """Factory of extra namespaces enforcing `restricted` (client namespaces), deleted afterwards."""
+    made = []
+
+    def make(prefix="c"):
+        name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+        cluster.kubectl("create", "namespace", name)
+        cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+        made.append(name)
+        return name
+    yield make
+    for name in made:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def secret_task(ns, value):
+    return {"nimguard.k8s.nim_secret": dict(name="ngc-api-secret", namespace=ns, kind="ngc", value=value)}
+
+
+def service_task(ns, name="nim", allow_from=None, **kw):
+    args = dict(name=name, namespace=ns, auth_secret="ngc-api-secret", image=IMAGE, probes=FAST_PROBES,
+                secret_delivery={"mode": "file", "export_env": False},
+                network_policy={"ingress_namespace_selector": {"kubernetes.io/metadata.name": allow_from or ns}},
+                wait=True, wait_timeout=240)
+    args.update(PIN)
+    args.update(kw)
+    return {"nimguard.k8s.nim_service": args}
+
+
+def deploy(cluster, ns, key, *services):
+    play = run_play(cluster, [secret_task(ns, key)] + [service_task(ns, **s) for s in services])
+    for result in play.results:
+        assert not result.get("failed"), play
+    assert key not in play.output and base64.b64encode(key.encode()).decode() not in play.output
+    return play
+
+
+def running_on_node(cluster, ns, name, node, count=1):
+    items = pods(cluster, ns, name)
+    live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == count, [p["metadata"]["name"] for p in items]
+    for pod in live:
+        assert pod["spec"]["nodeName"] == node and pod["status"]["phase"] == "Running" and ready(pod)
+        assert pod["status"]["podIP"].startswith(cluster.env["NIMGUARD_REAL_NODE_IP"].rsplit(".", 1)[0] + ".")
+    return live
+
+
+def debug(cluster, ns, pod, what):
+    return proxy_get(cluster, ns, pod["metadata"]["name"], 8000, "/v1/debug/" + what)
+
+
+def test_env_delivery_restricted_chat_through_service(cluster, node, namespace, restricted_ns):
+    """`env` delivery (as the NIM Operator does) with a stand-in GPU: Running and Ready on the real node,
+    and a client pod gets a chat completion through the Service's cluster IP (kube-proxy)."""
+    key, client_ns = new_key(), restricted_ns()
+    deploy(cluster, namespace, key, dict(secret_delivery={"mode": "env"}, allow_from=client_ns,
+                                         resources={"gpus": 1}))
+    (pod,) = running_on_node(cluster, namespace, "nim", node)
+    env = pod["spec"]["containers"][0]["env"]
+    assert {"name": "NGC_API_KEY", "valueFrom": {"secretKeyRef": {"name": "ngc-api-secret",
+                                                                  "key": "NGC_API_KEY"}}} in env
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    reported = debug(cluster, namespace, pod, "key")
+    assert reported["source"] == "env:NGC_API_KEY" and reported["sha256_12"] == hash12(key)
+
+    body = json.dumps({"model": "nimguard/fake-nim", "messages": [{"role": "user", "content": "hello real node"}]})
+    code, out = run_client(cluster, client_ns, "post",
+                           service_url(cluster, namespace, "nim", "/v1/chat/completions"), body)
+    assert code == 0, out
+    answer = json.loads(out)
+    assert answer["choices"][0]["message"]["content"] == "fake NIM echo: hello real node"
+
+
+def test_file_delivery_nothing_in_spec_or_env_and_rotation_without_restart(cluster, node, namespace):
+    """`file` delivery: the key is only in a memory-backed read-only file, neither in the pod spec nor in the
+    container's environment; with restart_on_rotation false a rotated key reaches the running pod."""
+    key = new_key()
+    deploy(cluster, namespace, key, dict(restart_on_rotation=False))
+    (pod,) = running_on_node(cluster, namespace, "nim", node)
+    spec_text = json.dumps(pod)
+    leaked = key in spec_text or base64.b64encode(key.encode()).decode() in spec_text
+    assert not leaked
+    assert not [e for e in pod["spec"]["containers"][0]["env"] if "valueFrom" in e]
+    assert debug(cluster, namespace, pod, "key") == {"source": "file:/var/run/secrets/nim/NGC_API_KEY",
+                                                     "sha256_12": hash12(key), "ready": True, "reason": ""}
+    env = debug(cluster, namespace, pod, "env")
+    assert env["key_in_env"] is False and "NGC_API_KEY" not in env["sensitive_names"], env
+    # The process's own environment, as the kernel has it, and the mount behind the key file.
+    environ = cluster.kubectl("exec", "-n", namespace, pod["metadata"]["name"], "-c", "nim", "--",
+                              "cat", "/proc/1/environ").stdout
+    in_environ = key in environ
+    assert not in_environ and "NGC_API_KEY_FILE=/var/run/secrets/nim/NGC_API_KEY" in environ.split("\0")
+    mounts = cluster.kubectl("exec", "-n", namespace, pod["metadata"]["name"], "-c", "nim", "--",
+                             "cat", "/proc/mounts").stdout.splitlines()
+    secret_mount = [m.split() for m in mounts if m.split()[1] == "/var/run/secrets/nim"]
+    assert secret_mount and secret_mount[0][2] == "tmpfs" and secret_mount[0][3].startswith("ro"), mounts
+    root = [m.split() for m in mounts if m.split()[1] == "/"]
+    assert root[0][3].startswith("ro")  # readOnlyRootFilesystem for real
+
+    rotated = new_key()
+    play = deploy(cluster, namespace, rotated, dict(restart_on_rotation=False))
+    assert play[0]["changed"] is True
+    deployment = [o for o in play[1]["objects"] if o["kind"] == "Deployment"][0]
+    assert deployment["action"] == "unchanged"
+    # The kubelet refreshes the Secret volume (syncFrequency 10s on this node); the fake NIM re-reads it.
+    wait_until("the running pod to report the rotated key",
+               lambda: debug(cluster, namespace, pod, "key")["sha256_12"] == hash12(rotated), timeout=150)
+    (after,) = running_on_node(cluster, namespace, "nim", node)
+    assert after["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_vault_agent_file_contract(cluster, node, namespace):
+    """vault_agent: Vault cannot be built from the Go module proxy (its api/sdk submodules are unpublished
+    at the versions it needs), so the rendered pod runs with the agent's init container swapped for a
+    stand-in that writes the key where the agent's template would (same volume, path and mode). The rest
+    of the pod spec is the collection's: the NIM reads the key from the in-memory file only."""
+    key = new_key()
+    vault = {"address": "https://vault.invalid:8200", "role": "nim", "secret_path": "secret/data/nim/ngc",
+             "image": FAKENIM}
+    cluster.kubectl("create", "secret", "generic", "vault-standin-source", "-n", namespace,
+                    "--from-literal=NGC_API_KEY=" + key)
+    play = run_play(cluster, [service_task(namespace, auth_secret=None, wait=False,
+                                           secret_delivery={"mode": "vault_agent", "export_env": False,
+                                                            "vault": vault})])
+    assert not play[0].get("failed"), play
+    deployment = cluster.get_json("deployment", "nim", "-n", namespace)
+    template = deployment["spec"]["template"]["spec"]
+    init = template["initContainers"][0]
+    assert init["name"] == "vault-agent-init" and init["command"][:2] == ["vault", "agent"]
+    target = [m for m in init["volumeMounts"] if m["name"] == "nim-secrets"][0]["mountPath"]
+    # The stand-in: same container, same mounts, plus the test Secret it copies from.
+    patch = [{"op": "replace", "path": "/spec/template/spec/initContainers/0/command", "value": [
+        "/bin/sh", "-c", "cp /standin/NGC_API_KEY %s/NGC_API_KEY && chmod 0440 %s/NGC_API_KEY" % (target, target)]},
+        {"op": "add", "path": "/spec/template/spec/initContainers/0/volumeMounts/-",
+         "value": {"name": "standin", "mountPath": "/standin", "readOnly": True}},
+        {"op": "add", "path": "/spec/template/spec/volumes/-",
+         "value": {"name": "standin", "secret": {"secretName": "vault-standin-source"}}}]
+    cluster.kubectl("patch", "deployment", "nim", "-n", namespace, "--type", "json", "-p", json.dumps(patch))
+    cluster.kubectl("rollout", "status", "deployment/nim", "-n", namespace, "--timeout", "240s")
+    (pod,) = running_on_node(cluster, namespace, "nim", node)
+    nim_volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert nim_volumes["nim-secrets"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
+    assert "standin" not in [m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
+    assert debug(cluster, namespace, pod, "key")["source"] == "file:/var/run/secrets/nim/NGC_API_KEY"
+    assert debug(cluster, namespace, pod, "key")["sha256_12"] == hash12(key)
+    env = debug(cluster, namespace, pod, "env")
+    assert env["key_in_env"] is False
+
+
+def test_custom_ca_bundle_built_by_non_root_init_and_trusted(cluster, node, namespace):
+    """proxy.cert_config_map: the non-root init container builds the bundle; the fake NIM trusts the custom
+    CA for real (TLS to the kubelet, whose serving certificate that CA signed); without it, it does not."""
+    with open(os.path.join(cluster.state, "pki", "ca.crt")) as f:
+        ca = f.read()
+    cluster.kubectl("create", "configmap", "corp-ca", "-n", namespace, "--from-literal=corp-ca.crt=" + ca)
+    node_ip = cluster.env["NIMGUARD_REAL_NODE_IP"]
+    kubelet = [{"ports": [{"protocol": "TCP", "port": 10250}]}]
+    deploy(cluster, namespace, new_key(),
+           dict(name="nim-ca", proxy={"cert_config_map": "corp-ca"},
+                network_policy={"ingress_namespace_selector": {"kubernetes.io/metadata.name": namespace},
+                                "extra_egress": kubelet}),
+           dict(name="nim-plain", network_policy={"ingress_namespace_selector": {
+               "kubernetes.io/metadata.name": namespace}, "extra_egress": kubelet}))
+    (pod,) = running_on_node(cluster, namespace, "nim-ca", node)
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["name"] == "build-ca-bundle" and init["state"]["terminated"]["exitCode"] == 0
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+    assert "runAsUser" not in pod["spec"]["initContainers"][0]["securityContext"]
+    log = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"], "-c", "build-ca-bundle").stdout
+    assert "CA bundle built with" in log
+    reported = debug(cluster, namespace, pod, "ca")
+    assert reported["path"] == "/etc/nimguard/ca/ca-bundle.crt" and "CN=nimguard-local-ca" in reported["subjects"]
+
+    url = "/v1/debug/fetch?url=https://%s:10250/healthz" % node_ip
+    trusted = proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, url)
+    assert trusted.get("status") == 401, trusted  # TLS verified; the kubelet wants a client certificate
+    (plain,) = running_on_node(cluster, namespace, "nim-plain", node)
+    untrusted = proxy_get(cluster, namespace, plain["metadata"]["name"], 8000, url)
+    assert "status" not in untrusted and "certificate" in untrusted["error"], untrusted
+
+
+def _watch_deployment(cluster, ns, name, lines, stop):
+    fields = ("{.metadata.generation} {.status.observedGeneration} {.status.replicas} {.status.updatedReplicas} "
+              "{.status.readyReplicas} {.status.availableReplicas} {.status.unavailableReplicas}{\"\\n\"}")
+    proc = subprocess.Popen([cluster.kubectl_path, "--kubeconfig", cluster.kubeconfig, "get", "deployment", name,
+                             "-n", ns, "--watch", "-o", "jsonpath=" + fields], stdout=subprocess.PIPE, text=True)
+    stop.append(proc)
+    for line in proc.stdout:
+        lines.append(line.split())
+
+
+def test_rotation_one_rolling_restart_zero_unavailable(cluster, node, namespace):
+    """restart_on_rotation (the default): the rotated key rolls the 3 replicas once, gated by the fake
+    NIM's real readiness, and the Deployment never reports an unavailable replica (watched via the API)."""
+    key = new_key()
+    deploy(cluster, namespace, key, dict(replicas=3))
+    before = running_on_node(cluster, namespace, "nim", node, count=3)
+    generation = cluster.get_json("deployment", "nim", "-n", namespace)["metadata"]["generation"]
+
+    lines, stop = [], []
+    watcher = threading.Thread(target=_watch_deployment, args=(cluster, namespace, "nim", lines, stop))
+    watcher.start()
+    wait_until("the watch to start", lambda: lines, timeout=30, interval=0.1)
+    rotated = new_key()
+    play = deploy(cluster, namespace, rotated, dict(replicas=3))
+    stop[0].terminate()
+    watcher.join(timeout=10)
+    assert [o["action"] for o in play[1]["objects"] if o["kind"] == "Deployment"] == ["updated"]
+
+    assert all(len(fields) >= 6 for fields in lines), lines
+    rolled = [f for f in lines if int(f[0]) == generation + 1]
+    assert rolled, lines  # the watch saw the rollout
+    for fields in lines:
+        unavailable = int(fields[6]) if len(fields) > 6 else 0
+        assert unavailable == 0 and int(fields[5]) >= 3, lines
+    deployment = cluster.get_json("deployment", "nim", "-n", namespace)
+    assert deployment["metadata"]["generation"] == generation + 1  # one rolling restart
+    rs = cluster.get_json("replicasets", "-n", namespace, "-l", "app.kubernetes.io/instance=nim")["items"]
+    assert sorted(r["spec"]["replicas"] for r in rs) == [0, 3]
+    after = running_on_node(cluster, namespace, "nim", node, count=3)
+    assert not {p["metadata"]["uid"] for p in before} & {p["metadata"]["uid"] for p in after}
+    for pod in after:
+        assert debug(cluster, namespace, pod, "key")["sha256_12"] == hash12(rotated)
+
+
+def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restricted_ns):
+    """The service port answers the allowed namespace's client and refuses any other; the NIM pod's
+    egress reaches port 443 only (DNS's 53 is allowed too, but this cluster has no DNS server)."""
+    allowed, other = restricted_ns("allowed"), restricted_ns("other")
+    deploy(cluster, namespace, new_key(), dict(allow_from=allowed))
+    (pod,) = running_on_node(cluster, namespace, "nim", node)
+    pod_ip = pod["status"]["podIP"]
+    url = service_url(cluster, namespace, "nim", "/v1/models")
+
+    code, out = run_client(cluster, allowed, "get", url, "--timeout", "5s")
+    assert code == 0 and "data" in json.loads(out), out
+    code, out = run_client(cluster, other, "get", url, "--timeout", "5s")
+    assert code == 1, out
+    code, out = run_client(cluster, other, "probe", "%s:8000" % pod_ip, "--timeout", "3s")
+    assert code == 1, out
+
+    # Egress: a target listening on 443 and 8443 (root, to bind 443, in a namespace of its own).
+    target_ns = "target-" + uuid.uuid4().hex[:8]
+    cluster.kubectl("create", "namespace", target_ns)
+    try:
+        target = pod_manifest("target", ["serve", "--listen", ":443"], user=0, extra_spec={"restartPolicy": "Always"})
+        container = target["spec"]["containers"][0]
+        container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+        target["spec"]["containers"].append(dict(container, name="c8443", args=["serve", "--listen", ":8443"]))
+        create(cluster, target_ns, target)
+
+        def started():
+            status = cluster.get_json("pod", "target", "-n", target_ns).get("status", {})
+            flags = [c.get("started") for c in status.get("containerStatuses", [])]
+            return status.get("podIP") if len(flags) == 2 and all(flags) else None
+        target_ip = wait_until("the target pod to start", started)
+        # Control: without a policy in the way, both ports answer.
+        for port in (443, 8443):
+            code, out = run_client(cluster, target_ns, "probe", "%s:%d" % (target_ip, port), "--timeout", "3s")
+            assert code == 0, (port, out)
+        probe = "/v1/debug/probe?addr=%s:%%d&timeout=3s" % target_ip
+        assert proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % 443)["connected"] is True
+        refused = proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % 8443)
+        assert refused["connected"] is False, refused
+    finally:
+        cluster.kubectl("delete", "namespace", target_ns, "--wait=false", check=False)
+
+
+def test_gpu_runtime_node_side_on_real_containerd(cluster, node, namespace, tmp_path):
+    """gpu_runtime's node side against the node's own containerd: the role adds the nvidia runtime to the
+    config the node runs with, restarts containerd only when that changed, and a pod with
+    runtimeClassName nvidia runs through the handler. There is no GPU: the handler's binary is a stand-in
+    for nvidia-container-runtime that logs its arguments and hands over to runc."""
+    log, restarts = tmp_path / "runtime.log", tmp_path / "restarts.log"
+    standin = tmp_path / "nvidia-container-runtime"
+    standin.write_text('#!/bin/sh\n# Stand-in for nvidia-container-runtime (no GPU here).\necho "$*" >> %s\n'
+                       'exec runc "$@"\n' % log)
+    standin.chmod(0o755)
+    dropin_dir = cluster.env["NIMGUARD_CONTAINERD_DROPIN_DIR"]
+    restart = "sh -c 'echo restart >> %s && exec %s addon node restart-containerd'" % (restarts, CLUSTER)
+    task = {"ansible.builtin.include_role": {"name": "nimguard.k8s.gpu_runtime", "tasks_from": "node.yml"},
+            "vars": dict(gpu_runtime_toolkit_install="skip", gpu_runtime_mode="",
+                         gpu_runtime_containerd_config=cluster.env["NIMGUARD_CONTAINERD_CONFIG"],
+                         gpu_runtime_containerd_dropin_dir=dropin_dir, gpu_runtime_runtime_binary=str(standin),
+                         gpu_runtime_restart_command=restart)}
+    pid_file = os.path.join(cluster.state, "pids", "containerd.pid")
+    with open(pid_file) as f:
+        pid0 = f.read()
+    try:
+        first = run_play(cluster, [task])
+        assert "failed=0" in first.output.split("PLAY RECAP")[1], first
+        with open(pid_file) as f:
+            pid1 = f.read()
+        assert pid1 != pid0 and len(restarts.read_text().splitlines()) == 1
+        again = run_play(cluster, [task])
+        assert "changed=0" in again.output.split("PLAY RECAP")[1], again
+        with open(pid_file) as f:
+            assert f.read() == pid1
+        assert len(restarts.read_text().splitlines()) == 1
+
+        cluster.kubectl("apply", "--server-side", "--field-manager", "nimguard-tests", "-f", "-", input=json.dumps(
+            {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"},
+             "handler": "nvidia"}))
+        wait_until("the kubelet to see containerd again", lambda: real_node(cluster), timeout=60)
+        create(cluster, namespace, pod_manifest("via-nvidia", ["probe", "127.0.0.1:9", "--timeout", "1s"],
+                                                extra_spec={"runtimeClassName": "nvidia"}))
+        done = wait_until("the nvidia-runtime pod to finish", lambda: (cluster.get_json(
+            "pod", "via-nvidia", "-n", namespace)["status"].get("containerStatuses") or [{}])[0]
+            .get("state", {}).get("terminated"), timeout=90)
+        container_id = done["containerID"].split("://")[1]
+        created = [ln for ln in log.read_text().splitlines() if "create" in ln.split() and container_id in ln]
+        assert created, log.read_text()
+    finally:
+        dropin = os.path.join(dropin_dir, "99-nvidia.toml")
+        if os.path.exists(dropin):  # back to the node's own config
+            os.remove(dropin)
+            subprocess.run([CLUSTER, "addon", "node", "restart-containerd"], env=cluster.env, check=False, timeout=60)
+
+
+def test_site_run_answers_through_the_service(cluster, node):
+    """The README's main command on the local inventory: the demo service runs the fake NIM on the real
+    node and the run ends with a chat completion answered through its Service; a rerun changes nothing."""
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+           "-i", os.path.join(ROOT, "inventories", "local"), os.path.join(ROOT, "playbooks", "site.yml")]
+    env = dict(cluster.env, ANSIBLE_NOCOLOR="1")
+    try:
+        for run in ("first", "again"):
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+            assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+            assert "llama-demo answered through its Service: fake NIM echo: Hello from the nimguard site run" \
+                in proc.stdout, proc.stdout[-4000:]
+            if run == "again":
+                assert re.search(r"\bchanged=0\b", proc.stdout.split("PLAY RECAP")[-1]), proc.stdout[-4000:]
+        (pod,) = running_on_node(cluster, "nim-demo", "llama-demo", node)
+        assert pod["spec"]["containers"][0]["image"] == FAKENIM
+    finally:
+        cluster.kubectl("delete", "namespace", "nim-demo", "--wait=false", check=False)
