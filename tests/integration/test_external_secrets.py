@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+import yaml
 
 from playbook import recap, run_play, run_playbook, writes
 
@@ -38,10 +39,14 @@ def closed_port():
     return port
 
 
-def role(**variables):
+def run_role(cluster, tmp_path, args=(), **variables):
+    """The role in a play of its own on a one-cluster inventory, as a user runs it."""
+    play = tmp_path / "external-secrets.yml"
+    play.write_text(yaml.safe_dump([{"hosts": "clusters", "gather_facts": False,
+                                     "tasks": [{"ansible.builtin.include_role": {"name": ROLE}}]}]))
     base = dict(external_secrets_install="none", external_secrets_external_secrets=[])
     base.update(variables)
-    return {"ansible.builtin.include_role": {"name": ROLE}, "vars": base}
+    return run_playbook(cluster, str(play), base, args)
 
 
 def fake_store(name, key):
@@ -71,8 +76,10 @@ def wait_until(what, check, timeout=60):
 
 
 def our_writes(cluster, mark, ns):
-    """Writes by the collection's identity (the operator has its own: CN=external-secrets)."""
-    return [e for e in writes(cluster, mark, ns) if e["user"]["username"] != "external-secrets"]
+    """Real writes by the collection's identity (the operator has its own: CN=external-secrets); check
+    mode's dry runs (dryRun=All) are predictions, not writes."""
+    return [e for e in writes(cluster, mark, ns)
+            if e["user"]["username"] != "external-secrets" and "dryRun=All" not in e.get("requestURI", "")]
 
 
 def site_vars(ns, key, services, **extra):
@@ -91,9 +98,12 @@ def service(name):
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}}
 
 
-def test_vault_and_aws_stores_are_accepted_and_unreachable_backends_explained(eso, namespace):
+def test_vault_and_aws_stores_are_accepted_and_unreachable_backends_explained(eso, namespace, tmp_path):
     ns = namespace
     eso.kubectl("create", "serviceaccount", "nim-eso", "-n", ns)
+    # IRSA: the IAM role the ServiceAccount's token is exchanged for (ESO refuses a JWT store without it).
+    eso.kubectl("annotate", "serviceaccount", "nim-eso", "-n", ns,
+                "eks.amazonaws.com/role-arn=arn:aws:iam::123456789012:role/nim-eso")
     eso.kubectl("create", "secret", "generic", "aws-keys", "-n", ns, "--from-literal=access-key-id=AKIAEXAMPLE",
                 "--from-literal=secret-access-key=example-not-a-key")
     with open(os.path.join(eso.state, "pki", "ca.crt")) as f:
@@ -106,10 +116,10 @@ def test_vault_and_aws_stores_are_accepted_and_unreachable_backends_explained(es
                                                                "access_key_secret": {"name": "aws-keys"}}}
     common = dict(external_secrets_target_namespace=ns, external_secrets_store_wait_timeout=20)
 
-    # Default: fail on the first store that is not Ready, with ESO's reason, its event and the fix.
-    failed = run_play(eso, [role(external_secrets_stores=[vault], **common)])
-    assert failed[0].get("failed"), failed
-    msg = failed[0]["msg"]
+    # Default: stop on a store that is not Ready, with ESO's reason, its event and the fix.
+    failed = run_role(eso, tmp_path, external_secrets_stores=[vault], **common)
+    assert failed.returncode != 0, failed.output[-3000:]
+    msg = failed.output.split("Stop on a store that is not Ready")[1]
     assert "SecretStore vault did not reach Ready=True" in msg, msg
     assert "InvalidProviderConfig" in msg and "connection refused" in msg, msg
     assert "kubectl describe secretstore vault -n %s" % ns in msg and "Fix: make sure the operator reaches" in msg
@@ -120,11 +130,15 @@ def test_vault_and_aws_stores_are_accepted_and_unreachable_backends_explained(es
     assert store["spec"]["provider"]["vault"]["version"] == "v2" and store["spec"]["provider"]["vault"]["caBundle"]
 
     # warn: every store is applied and reported; the run goes on.
-    warned = run_play(eso, [role(external_secrets_stores=[vault, aws_irsa, aws_keys],
-                                 external_secrets_store_unready="warn", **common)])
-    assert not warned[0].get("failed"), warned
-    assert "SecretStore aws-irsa did not reach Ready=True" in warned.output, warned.output[-4000:]
-    assert "ValidationFailed" in warned.output and "Fix: make sure the region is right" in warned.output
+    warned = run_role(eso, tmp_path, external_secrets_stores=[vault, aws_irsa, aws_keys],
+                      external_secrets_store_unready="warn", **common)
+    assert warned.returncode == 0 and recap(warned)["rescued"] == 1, warned.output[-3000:]
+    report = warned.output.split("Report a store that is not Ready")[1]
+    assert "SecretStore vault did not reach Ready=True" in report, report
+    assert "SecretStore aws-keys" not in report, report
+    irsa_msg = report.split("SecretStore aws-irsa did not reach Ready=True")[1]
+    assert "ValidationFailed" in irsa_msg and "WebIdentityErr" in irsa_msg and "connection refused" in irsa_msg
+    assert "Fix: make sure the region is right" in irsa_msg
     irsa = eso.get_json("secretstore.external-secrets.io", "aws-irsa", "-n", ns)["spec"]["provider"]["aws"]
     assert irsa["auth"] == {"jwt": {"serviceAccountRef": {"name": "nim-eso"}}} and irsa["region"] == "eu-west-1"
     # Static keys are checked without a call to AWS, so that store is Ready; the backend is reached (and
@@ -133,13 +147,13 @@ def test_vault_and_aws_stores_are_accepted_and_unreachable_backends_explained(es
     assert [c["status"] for c in keys["status"]["conditions"] if c["type"] == "Ready"] == ["True"]
 
 
-def test_fake_store_writes_owned_ngc_secret_idempotent_and_check_mode(eso, namespace):
+def test_fake_store_writes_owned_ngc_secret_idempotent_and_check_mode(eso, namespace, tmp_path):
     ns = namespace
     key = "nvapi-ESO-" + uuid.uuid4().hex
-    task = role(external_secrets_target_namespace=ns, external_secrets_stores=[fake_store("nim-fake", key)],
-                external_secrets_external_secrets=ngc_external_secrets("nim-fake"))
-    first = run_play(eso, [task])
-    assert not first[0].get("failed"), first
+    settings = dict(external_secrets_target_namespace=ns, external_secrets_stores=[fake_store("nim-fake", key)],
+                    external_secrets_external_secrets=ngc_external_secrets("nim-fake"))
+    first = run_role(eso, tmp_path, **settings)
+    assert first.returncode == 0, first.output[-3000:]
     assert secret_value(eso, ns, "ngc-api-secret", "NGC_API_KEY") == key
     secret = eso.get_json("secret", "ngc-api-secret", "-n", ns)
     owners = secret["metadata"]["ownerReferences"]
@@ -148,21 +162,20 @@ def test_fake_store_writes_owned_ngc_secret_idempotent_and_check_mode(eso, names
     assert pull["type"] == "kubernetes.io/dockerconfigjson"
     auths = json.loads(secret_value(eso, ns, "ngc-secret", ".dockerconfigjson"))["auths"]
     assert auths == {"nvcr.io": {"username": "$oauthtoken", "password": key}}
-    assert key not in first.output  # the fake store's values are not logged
+    assert key not in first.output + first.log  # the fake store's values are not logged
 
     mark = eso.audit_mark()
-    again = run_play(eso, [task])
-    assert not again[0].get("failed") and recap(again.proc)["changed"] == 0, again
-    check = run_play(eso, [task], check=True)
-    assert not check[0].get("failed") and recap(check.proc)["changed"] == 0, check
+    again = run_role(eso, tmp_path, **settings)
+    assert again.returncode == 0 and recap(again)["changed"] == 0, again.output[-3000:]
+    check = run_role(eso, tmp_path, ["--check"], **settings)
+    assert check.returncode == 0 and recap(check)["changed"] == 0, check.output[-3000:]
     assert our_writes(eso, mark, ns) == []
 
     # A changed store is predicted in check mode and nothing is written.
-    moved = role(external_secrets_target_namespace=ns, external_secrets_stores=[fake_store("nim-fake", key + "x")],
-                 external_secrets_external_secrets=ngc_external_secrets("nim-fake"))
+    moved = dict(settings, external_secrets_stores=[fake_store("nim-fake", key + "x")])
     mark = eso.audit_mark()
-    predicted = run_play(eso, [moved], check=True)
-    assert not predicted[0].get("failed") and recap(predicted.proc)["changed"] == 1, predicted
+    predicted = run_role(eso, tmp_path, ["--check"], **moved)
+    assert predicted.returncode == 0 and recap(predicted)["changed"] == 1, predicted.output[-3000:]
     assert our_writes(eso, mark, ns) == []
     assert secret_value(eso, ns, "ngc-api-secret", "NGC_API_KEY") == key
 
@@ -173,7 +186,7 @@ def replicasets(cluster, ns, name):
     return sorted(rs["metadata"]["name"] for rs in cluster.get_json("rs", "-n", ns, "-l", selector)["items"])
 
 
-def test_rollout_waits_for_the_external_secret_and_rotation_from_the_source(eso, namespace):
+def test_rollout_waits_for_the_external_secret_and_rotation_from_the_source(eso, namespace, tmp_path):
     ns = namespace
     key, key2 = "nvapi-SRC-" + uuid.uuid4().hex, "nvapi-SRC2-" + uuid.uuid4().hex
     # An ExternalSecret that cannot sync: nim_rollout stops before any service, with ESO's reason.
@@ -194,6 +207,7 @@ def test_rollout_waits_for_the_external_secret_and_rotation_from_the_source(eso,
     findings = [f for f in doctor[0]["findings"] if f["check"] == "external_secrets"]
     assert len(findings) == 1 and findings[0]["status"] == "fail", doctor[0]
     assert "ngc-api-secret" in findings[0]["message"] and "SecretSyncedError" in findings[0]["message"]
+    assert "last warning event" in findings[0]["message"] and "nim/absent" in findings[0]["message"], findings[0]
     assert "kubectl describe externalsecret ngc-api-secret -n %s" % ns in findings[0]["fix"]
 
     # Fixed: the site run syncs the Secrets, then deploys; a rerun changes nothing.
@@ -207,8 +221,9 @@ def test_rollout_waits_for_the_external_secret_and_rotation_from_the_source(eso,
 
     # Rotation from the source: new value in the backend, ESO refreshes, one roll; a rerun rolls nothing.
     rotated = site_vars(ns, key2, [service("es-a")])
-    run_play(eso, [role(external_secrets_target_namespace=ns, external_secrets_stores=[fake_store("nim-fake", key2)],
-                        external_secrets_external_secrets=[])])
+    source = run_role(eso, tmp_path, external_secrets_target_namespace=ns,
+                      external_secrets_stores=[fake_store("nim-fake", key2)])
+    assert source.returncode == 0, source.output[-3000:]
     # Both Secrets come from the same source value; the rotation run must see both refreshed (else the
     # next run would roll again for the second one).
     wait_until("ESO to refresh ngc-api-secret and ngc-secret from the source",
