@@ -180,6 +180,24 @@ def test_fake_store_writes_owned_ngc_secret_idempotent_and_check_mode(eso, names
     assert secret_value(eso, ns, "ngc-api-secret", "NGC_API_KEY") == key
 
 
+def test_manifest_install_applies_the_operator_bundle_server_side_idempotent(eso, tmp_path):
+    """install: manifest with the operator's own CRD bundle (20 CRDs, too large for client-side apply);
+    the Deployments are the add-on's process here, so none are waited for."""
+    settings = dict(external_secrets_install="manifest", external_secrets_manifest=eso.env["NIMGUARD_ESO_CRDS"],
+                    external_secrets_deployments=[])
+    first = run_role(eso, tmp_path, **settings)
+    assert first.returncode == 0, first.output[-3000:]
+    crd = eso.get_json("crd", "externalsecrets.external-secrets.io")
+    assert "nimguard.io/applied-hash" in crd["metadata"]["annotations"]  # applied by nim_apply (server-side)
+    mark = eso.audit_mark()
+    again = run_role(eso, tmp_path, **settings)
+    assert again.returncode == 0 and recap(again)["changed"] == 0, again.output[-3000:]
+    check = run_role(eso, tmp_path, ["--check"], **settings)
+    assert check.returncode == 0 and recap(check)["changed"] == 0, check.output[-3000:]
+    assert [e for e in writes(eso, mark) if e["user"]["username"] == "nimguard-admin"
+            and "dryRun=All" not in e.get("requestURI", "")] == []
+
+
 def replicasets(cluster, ns, name):
     dep = cluster.get_json("deployment", name, "-n", ns)
     selector = ",".join("%s=%s" % kv for kv in sorted(dep["spec"]["selector"]["matchLabels"].items()))

@@ -80,6 +80,7 @@ eso_down() { rm -f "$STATE/eso-metrics.port"; }
 
 eso_env() {
   echo "export NIMGUARD_ESO_VERSION=$ESO_VERSION"
+  echo "export NIMGUARD_ESO_CRDS=$ESO_BIN/crds.yaml"  # the operator's CRD bundle: a real manifest for install tests
   [[ -f $STATE/eso-metrics.port ]] && echo "export NIMGUARD_ESO_METRICS=http://127.0.0.1:$(cat "$STATE/eso-metrics.port")/metrics"
   return 0
 }
