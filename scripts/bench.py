@@ -152,6 +152,7 @@ class Bench(object):
              "vars": {"nim_rollout_namespace": ns, "nim_rollout_manage_namespace": False,
                       "nim_rollout_secrets_source": "existing", "nim_rollout_registry_secret": False,
                       "nim_rollout_doctor": False, "nim_rollout_wait": False,
+                      "nim_rollout_image_scan": {"enabled": False, "disabled_reason": "benchmark: KWOK nodes"},
                       "nim_rollout_ngc_secret_name": "ngc-000",
                       "nim_rollout_services": services}}]
         return [self.play(tasks, "ours-%s.json" % ns)]
