@@ -114,7 +114,7 @@ def test_vault_and_aws_stores_are_accepted_and_unreachable_backends_explained(es
     aws_irsa = {"name": "aws-irsa", "provider": "aws", "aws": {"region": "eu-west-1", "service_account": "nim-eso"}}
     aws_keys = {"name": "aws-keys", "provider": "aws", "aws": {"region": "eu-west-1",
                                                                "access_key_secret": {"name": "aws-keys"}}}
-    common = dict(external_secrets_target_namespace=ns, external_secrets_store_wait_timeout=20)
+    common = dict(external_secrets_target_namespace=ns, external_secrets_store_wait_timeout=10)
 
     # Default: stop on a store that is not Ready, with ESO's reason, its event and the fix.
     failed = run_role(eso, tmp_path, external_secrets_stores=[vault], **common)
