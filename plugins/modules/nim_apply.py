@@ -20,6 +20,7 @@ author:
 extends_documentation_fragment:
   - nimguard.k8s.connection
   - nimguard.k8s.connection.API_PROXY
+  - nimguard.k8s.wait
 attributes:
   check_mode:
     support: full
@@ -53,23 +54,6 @@ options:
         (for example a ClusterIssuer or an ExternalSecret becoming V(Ready)).
     type: bool
     default: false
-  wait_condition:
-    description: The condition to wait for.
-    type: dict
-    suboptions:
-      type:
-        description: Condition type.
-        type: str
-        default: Ready
-      status:
-        description: Condition status.
-        type: str
-        default: "True"
-        choices: [ "True", "False", "Unknown" ]
-  wait_timeout:
-    description: Seconds to wait in all; the error quotes the condition's reason and message and the object's last Warning event.
-    type: int
-    default: 120
 seealso:
   - module: nimguard.k8s.nim_service
 '''

@@ -18,6 +18,7 @@ author:
 extends_documentation_fragment:
   - nimguard.k8s.connection
   - nimguard.k8s.connection.API_PROXY
+  - nimguard.k8s.wait
 attributes:
   check_mode:
     support: full
@@ -47,26 +48,8 @@ options:
     default: []
   wait_condition:
     description:
-      - With O(name), wait until the object exists and has this status condition - the same wait as
-        M(nimguard.k8s.nim_apply)'s, for objects another tool makes (an ExternalSecret's V(Ready) before its Secret
-        is used). Nothing is written.
-      - On timeout the error quotes the condition's reason and message, the object's last Warning event and the
-        command to look further.
-    type: dict
-    suboptions:
-      type:
-        description: Condition type.
-        type: str
-        default: Ready
-      status:
-        description: Condition status.
-        type: str
-        default: "True"
-        choices: [ "True", "False", "Unknown" ]
-  wait_timeout:
-    description: Seconds to wait for O(wait_condition) in all.
-    type: int
-    default: 120
+      - With O(name), wait until the object exists and has this condition - read-only, for objects another tool
+        makes (an ExternalSecret's V(Ready) before its Secret is used).
 '''
 
 EXAMPLES = r'''
