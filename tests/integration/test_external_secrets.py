@@ -172,7 +172,8 @@ def test_fake_store_writes_owned_ngc_secret_idempotent_and_check_mode(eso, names
     assert our_writes(eso, mark, ns) == []
 
     # A changed store is predicted in check mode and nothing is written.
-    moved = dict(settings, external_secrets_stores=[fake_store("nim-fake", key + "x")])
+    moved = dict(settings)
+    moved["external_secrets_stores"] = [fake_store("nim-fake", key + "x")]
     mark = eso.audit_mark()
     predicted = run_role(eso, tmp_path, ["--check"], **moved)
     assert predicted.returncode == 0 and recap(predicted)["changed"] == 1, predicted.output[-3000:]
