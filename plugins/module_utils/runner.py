@@ -427,11 +427,14 @@ def _wait_condition(client, obj, ctype, cstatus, deadline):
         live = client.get(res, meta.get("namespace"), meta["name"])
         if live is not None and obj["kind"] in STATUSLESS:
             return live
-        conds = (live or {}).get("status", {}).get("conditions") or []
-        for c in conds:
+        status = (live or {}).get("status") or {}
+        generation = (live or {}).get("metadata", {}).get("generation", 0)
+        for c in status.get("conditions") or []:
             if c.get("type") == ctype:
                 last = c
-                if c.get("status") == cstatus:
+                # A condition from before the change just applied (cert-manager, Deployments) is no verdict on it.
+                seen = c.get("observedGeneration", status.get("observedGeneration", generation))
+                if c.get("status") == cstatus and seen >= generation:
                     return live
         if time.monotonic() >= deadline:
             if live is None:

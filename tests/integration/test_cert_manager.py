@@ -121,6 +121,25 @@ def test_role_check_mode_then_issuers_ready_then_idempotent(cm, issuers):
     assert real_writes(cm, mark) == []
 
 
+def test_a_change_that_breaks_an_issuer_fails_the_run(cm, issuers):
+    """The Ready the issuer had before the change must not pass the wait: the run waits for the controller's
+    verdict on the new generation and fails with its reason."""
+    name = "t-ca-broken-" + uuid.uuid4().hex[:6]
+    task = {"nimguard.k8s.nim_apply": {"definition": {
+        "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": name},
+        "spec": {"ca": {"secretName": issuers["cert_manager_ca_secret_name"]}}}, "wait": True, "wait_timeout": 15}}
+    try:
+        assert recap(run_play(cm, [role(**issuers)]).proc)["failed"] == 0  # the CA's Secret
+        ok = run_play(cm, [task])
+        assert not ok[0].get("failed"), ok
+        task["nimguard.k8s.nim_apply"]["definition"]["spec"]["ca"]["secretName"] = "no-such-secret"
+        broken = run_play(cm, [task])
+        assert broken[0].get("failed"), broken
+        assert "did not reach Ready=True" in broken[0]["msg"] and "no-such-secret" in broken[0]["msg"], broken
+    finally:
+        cm.kubectl("delete", "clusterissuer", name, "--ignore-not-found", "--wait=false", check=False)
+
+
 def test_certificate_from_ca_issuer_signed_by_the_ca(cm, issuers, namespace):
     run = run_play(cm, [role(**issuers)])
     assert recap(run.proc)["failed"] == 0, run
