@@ -139,7 +139,8 @@ def test_site_job_converges_is_idempotent_and_leaks_no_secret(cluster, ee_collec
     canaries = [NGC, HF, base64.b64encode(NGC.encode()).decode(), base64.b64encode(HF.encode()).decode()] + key_data
     assert key_data and len(key_data[0]) > 100
     scanned, leaks = 0, []
-    for dirpath, _, files in os.walk(str(pdd)):
+    for entry in os.walk(str(pdd)):
+        dirpath, files = entry[0], entry[2]
         for f in files:
             path = os.path.join(dirpath, f)
             if path in secret_files:

@@ -10,6 +10,6 @@ BIN = os.path.dirname(sys.executable)
 
 def run(args, env=None, cwd=None, timeout=300):
     proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, "%s exited %s:\n%s\n%s" % (" ".join(args), proc.returncode, proc.stdout[-3000:],
-                                                             proc.stderr[-3000:])
+    assert proc.returncode == 0, "%s exited %s:\n%s\n%s" % (
+        " ".join(args), proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:])
     return proc.stdout

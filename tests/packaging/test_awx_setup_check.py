@@ -79,9 +79,9 @@ def test_check_mode_reads_only(controller, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert "failed=0" in out and "changed=0" not in out, out[-3000:]
-    methods = set(m for m, _ in Controller.requests)
+    methods = set(r[0] for r in Controller.requests)
     assert methods == {"GET"}, sorted(set(Controller.requests) - set(r for r in Controller.requests if r[0] == "GET"))
-    paths = " ".join(p for _, p in Controller.requests)
+    paths = " ".join(r[1] for r in Controller.requests)
     for resource in ("credential_types", "credentials", "execution_environments", "projects", "inventories", "hosts",
                      "groups", "job_templates"):
         assert "/api/v2/%s/" % resource in paths, resource

@@ -76,7 +76,7 @@ def connect(env):
 
 
 def test_kubernetes_credential_with_a_kubeconfig(tmp_path):
-    env, _ = awxjob.inject(TYPES["kubernetes_cluster"], {"kubeconfig": KUBECONFIG}, str(tmp_path))
+    env = awxjob.inject(TYPES["kubernetes_cluster"], {"kubeconfig": KUBECONFIG}, str(tmp_path))[0]
     assert env["K8S_AUTH_KUBECONFIG"].startswith(str(tmp_path / "env"))
     assert env["K8S_AUTH_HOST"] == env["K8S_AUTH_API_KEY"] == env["K8S_AUTH_SSL_CA_CERT"] == ""
     cfg = connect(env)
@@ -85,7 +85,7 @@ def test_kubernetes_credential_with_a_kubeconfig(tmp_path):
 
 
 def test_kubernetes_credential_context_and_survey_override(tmp_path):
-    env, _ = awxjob.inject(TYPES["kubernetes_cluster"], {"kubeconfig": KUBECONFIG, "context": "a"}, str(tmp_path))
+    env = awxjob.inject(TYPES["kubernetes_cluster"], {"kubeconfig": KUBECONFIG, "context": "a"}, str(tmp_path))[0]
     assert connect(env).server == "https://a.example:6443"
     # The "Target cluster" answer is the playbooks' nimguard_context, a module option: it wins over the env.
     conn = client.connection_params({"context": "b"}, env=env)
@@ -94,8 +94,8 @@ def test_kubernetes_credential_context_and_survey_override(tmp_path):
 
 def test_kubernetes_credential_with_host_token_and_ca(tmp_path):
     ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    env, _ = awxjob.inject(TYPES["kubernetes_cluster"], {"host": "https://api.example:6443", "bearer_token": "tok",
-                                                         "ca_cert": ca}, str(tmp_path))
+    env = awxjob.inject(TYPES["kubernetes_cluster"], {"host": "https://api.example:6443", "bearer_token": "tok",
+                                                      "ca_cert": ca}, str(tmp_path))[0]
     assert env["K8S_AUTH_KUBECONFIG"] == ""
     cfg = connect(dict(env, HOME=str(tmp_path)))  # no ~/.kube/config to fall back on
     assert (cfg.server, cfg.token, cfg.verify) == ("https://api.example:6443", "tok", True)
