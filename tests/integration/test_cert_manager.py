@@ -4,6 +4,7 @@ Certificate, the ingress-shim on an Ingress rendered by nim_service, an ACME acc
 the doctor's finding for a Certificate that is not Ready."""
 
 import base64
+import json
 import ssl
 import time
 import urllib.request
@@ -68,6 +69,14 @@ def wait_ready(cluster, kind, name, ns=None, timeout=90):
             return
         assert time.monotonic() < deadline, "%s %s not Ready: %s" % (kind, name, conds or "not found")
         time.sleep(0.5)
+
+
+def make_certificate(cluster, ns, name, issuer):
+    """A Certificate made by someone else (kubectl): Secret NAME-tls for NAME.nim.test."""
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({
+        "apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": name},
+        "spec": {"secretName": name + "-tls", "dnsNames": [name + ".nim.test"],
+                 "issuerRef": {"kind": "ClusterIssuer", "name": issuer}}}))
 
 
 def tls_secret(cluster, ns, name):
@@ -223,15 +232,7 @@ def test_acme_issuer_gets_account_and_certificate_from_pebble(cm, namespace):
         # A certificate through the http01 solver: pebble validates nothing (PEBBLE_VA_ALWAYS_VALID) and the
         # add-on's proxy answers cert-manager's self-check, standing in for an ingress controller.
         mark = cm.audit_mark()
-        cm.kubectl("apply", "-n", namespace, "-f", "-", input="""
-apiVersion: cert-manager.io/v1
-kind: Certificate
-metadata: {name: acme}
-spec:
-  secretName: acme-tls
-  dnsNames: [acme.nim.test]
-  issuerRef: {kind: ClusterIssuer, name: %s}
-""" % name)
+        make_certificate(cm, namespace, "acme", name)
         wait_ready(cm, "certificate", "acme", namespace, timeout=120)
         chain = x509.load_pem_x509_certificates(tls_secret(cm, namespace, "acme-tls")["tls.crt"])
         assert dns_names(chain[0]) == ["acme.nim.test"]
@@ -309,15 +310,7 @@ def test_manifest_install_waits_for_webhook_and_is_skipped_at_that_version(cm, t
 
 
 def test_doctor_reports_a_certificate_that_is_not_ready(cm, namespace):
-    cm.kubectl("apply", "-n", namespace, "-f", "-", input="""
-apiVersion: cert-manager.io/v1
-kind: Certificate
-metadata: {name: broken}
-spec:
-  secretName: broken-tls
-  dnsNames: [broken.nim.test]
-  issuerRef: {kind: ClusterIssuer, name: no-such-issuer}
-""")
+    make_certificate(cm, namespace, "broken", "no-such-issuer")
     # The controller marks it not Ready (it cannot issue without the issuer).
     deadline = time.monotonic() + 60
     while not ready(cm, "certificate", "broken", namespace):
