@@ -18,8 +18,10 @@ IMAGE = {"repository": "docker.io/local/fakenim", "tag": "1", "pull_policy": "Ne
 PIN = dict(node_selector={NODE_LABEL: "true"},
            tolerations=[{"key": NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}])
 # Readiness is real here: probe every second so that a rollout of three replicas takes seconds.
-FAST_PROBES = {"startup": {"period_seconds": 1, "failure_threshold": 120},
-               "readiness": {"period_seconds": 1, "failure_threshold": 2}}
+# Timeouts stay generous: on a loaded 2-core CI machine a 1 s probe timeout fails now and then.
+FAST_PROBES = {"startup": {"period_seconds": 1, "failure_threshold": 120, "timeout_seconds": 5},
+               "readiness": {"period_seconds": 1, "failure_threshold": 3, "timeout_seconds": 5},
+               "liveness": {"timeout_seconds": 5}}
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                         "readOnlyRootFilesystem": True, "runAsNonRoot": True,
                         "seccompProfile": {"type": "RuntimeDefault"}}
@@ -66,10 +68,15 @@ def create(cluster, namespace, obj):
                     input=json.dumps(obj))
 
 
-def run_client(cluster, namespace, *args, timeout=90):
-    """Run `fakenim ARGS...` once in a restricted pod on the real node: (exit code, output)."""
+def run_client(cluster, namespace, *args, timeout=90, retries=1):
+    """Run `fakenim ARGS...` in a restricted pod on the real node, up to `retries` times a second apart
+    until it succeeds: (exit code, output)."""
     name = "client-" + uuid.uuid4().hex[:6]
-    create(cluster, namespace, pod_manifest(name, args))
+    if retries > 1:
+        loop = 'for i in $(seq %d); do /usr/local/bin/fakenim "$@" && exit 0; sleep 1; done; exit 1' % retries
+        create(cluster, namespace, pod_manifest(name, ("--",) + args, command=["/bin/sh", "-c", loop]))
+    else:
+        create(cluster, namespace, pod_manifest(name, args))
 
     def finished():
         state = cluster.get_json("pod", name, "-n", namespace)["status"].get("containerStatuses") or [{}]

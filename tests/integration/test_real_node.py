@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+import tomllib
 import uuid
 
 import pytest
@@ -218,14 +219,18 @@ def test_custom_ca_bundle_built_by_non_root_init_and_trusted(cluster, node, name
     assert "status" not in untrusted and "certificate" in untrusted["error"], untrusted
 
 
-def _watch_deployment(cluster, ns, name, lines, stop):
-    fields = ("{.metadata.generation} {.status.observedGeneration} {.status.replicas} {.status.updatedReplicas} "
-              "{.status.readyReplicas} {.status.availableReplicas} {.status.unavailableReplicas}{\"\\n\"}")
+WATCHED = ("generation", "observed", "replicas", "updated", "ready", "available", "unavailable")
+
+
+def _watch_deployment(cluster, ns, name, events, stop):
+    # One line per watch event; "|" keeps absent fields (the API omits zeros) in their column.
+    paths = dict(generation=".metadata.generation", observed=".status.observedGeneration", replicas=".status.replicas")
+    fields = "|".join("{%s}" % paths.get(f, ".status.%sReplicas" % f) for f in WATCHED) + "{\"\\n\"}"
     proc = subprocess.Popen([cluster.kubectl_path, "--kubeconfig", cluster.kubeconfig, "get", "deployment", name,
                              "-n", ns, "--watch", "-o", "jsonpath=" + fields], stdout=subprocess.PIPE, text=True)
     stop.append(proc)
     for line in proc.stdout:
-        lines.append(line.split())
+        events.append(dict(zip(WATCHED, (int(v or 0) for v in line.strip().split("|")))))
 
 
 def test_rotation_one_rolling_restart_zero_unavailable(cluster, node, namespace):
@@ -246,12 +251,11 @@ def test_rotation_one_rolling_restart_zero_unavailable(cluster, node, namespace)
     watcher.join(timeout=10)
     assert [o["action"] for o in play[1]["objects"] if o["kind"] == "Deployment"] == ["updated"]
 
-    assert all(len(fields) >= 6 for fields in lines), lines
-    rolled = [f for f in lines if int(f[0]) == generation + 1]
-    assert rolled, lines  # the watch saw the rollout
-    for fields in lines:
-        unavailable = int(fields[6]) if len(fields) > 6 else 0
-        assert unavailable == 0 and int(fields[5]) >= 3, lines
+    assert [e for e in lines if e["generation"] == generation + 1 and e["updated"] == 3], lines  # saw the rollout
+    # status.unavailableReplicas counts the surge pod while it starts (total - available), so the capacity
+    # promise is read from availableReplicas: never below the 3 desired replicas, at any event.
+    for event in lines:
+        assert event["available"] >= 3 and event["ready"] >= 3, " ".join(str(tuple(e.values())) for e in lines)
     deployment = cluster.get_json("deployment", "nim", "-n", namespace)
     assert deployment["metadata"]["generation"] == generation + 1  # one rolling restart
     rs = cluster.get_json("replicasets", "-n", namespace, "-l", "app.kubernetes.io/instance=nim")["items"]
@@ -271,8 +275,9 @@ def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restri
     pod_ip = pod["status"]["podIP"]
     url = service_url(cluster, namespace, "nim", "/v1/models")
 
-    code, out = run_client(cluster, allowed, "get", url, "--timeout", "5s")
-    assert code == 0 and "data" in json.loads(out), out
+    # kube-router admits a new client pod once it has synced the pod's IP: retried for a few seconds.
+    code, out = run_client(cluster, allowed, "get", url, "--timeout", "5s", retries=20)
+    assert code == 0 and '"id": "nimguard/fake-nim"' in out, out
     code, out = run_client(cluster, other, "get", url, "--timeout", "5s")
     assert code == 1, out
     code, out = run_client(cluster, other, "probe", "%s:8000" % pod_ip, "--timeout", "3s")
@@ -305,6 +310,11 @@ def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restri
         cluster.kubectl("delete", "namespace", target_ns, "--wait=false", check=False)
 
 
+# containerd 1.x merges imported files by whole plugin section: the role's drop-in, which holds only the
+# nvidia runtime under plugins."io.containerd.grpc.v1.cri", replaces the node's entire CRI config
+# (sandbox image, CNI folder, restrict_oom_score_adj, the runc runtime) and the CRI service fails to start.
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="gpu_runtime on containerd 1.x (config version 2): "
+                   "the drop-in replaces the node's whole CRI plugin section (reported to the lead)")
 def test_gpu_runtime_node_side_on_real_containerd(cluster, node, namespace, tmp_path):
     """gpu_runtime's node side against the node's own containerd: the role adds the nvidia runtime to the
     config the node runs with, restarts containerd only when that changed, and a pod with
@@ -331,6 +341,12 @@ def test_gpu_runtime_node_side_on_real_containerd(cluster, node, namespace, tmp_
         with open(pid_file) as f:
             pid1 = f.read()
         assert pid1 != pid0 and len(restarts.read_text().splitlines()) == 1
+        # The merged config containerd now runs with keeps the node's own CRI settings.
+        dump = subprocess.run(["containerd", "--config", cluster.env["NIMGUARD_CONTAINERD_CONFIG"], "config", "dump"],
+                              capture_output=True, text=True, check=True).stdout
+        cri = tomllib.loads(dump)["plugins"]["io.containerd.grpc.v1.cri"]
+        assert cri["sandbox_image"] == "docker.io/local/pause:1" and cri["restrict_oom_score_adj"] is True, cri
+        assert set(cri["containerd"]["runtimes"]) == {"runc", "nvidia"}, cri["containerd"]["runtimes"]
         again = run_play(cluster, [task])
         assert "changed=0" in again.output.split("PLAY RECAP")[1], again
         with open(pid_file) as f:

@@ -205,6 +205,8 @@ node_up() {
   start kubelet "$K8S_BIN/kubelet" --config "$NODE_DIR/kubelet.yaml" --kubeconfig "$NODE_DIR/kubelet.kubeconfig" \
     --root-dir "$NODE_DIR/kubelet" --cert-dir "$NODE_DIR/pki" --hostname-override "$NODE_NAME" \
     --node-ip "$NODE_IP" --node-labels "$NODE_LABEL=true"
+  # kube-proxy and kube-router look up their node at start: after the kubelet registered it.
+  timed "real node $NODE_NAME Ready" wait_for "node $NODE_NAME Ready" 90 kubelet node_ready
   start kube-proxy "$KUBE_PROXY_BIN/kube-proxy" --kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" \
     --hostname-override "$NODE_NAME" --proxy-mode iptables --bind-address "$NODE_IP" \
     --healthz-bind-address "$NODE_IP:$NODE_PROXY_HEALTHZ_PORT" --metrics-bind-address "$NODE_IP:$NODE_PROXY_METRICS_PORT" \
@@ -213,10 +215,11 @@ node_up() {
   start kube-router "$KUBE_ROUTER_BIN/kube-router" --kubeconfig "$NODE_DIR/kube-router.kubeconfig" \
     --run-firewall=true --run-router=false --run-service-proxy=false --hostname-override "$NODE_NAME" \
     --health-port 0 --metrics-port 0
+  # Its pod firewall chains mean it found its node and runs (it exits when the node is not there yet).
+  timed "kube-router firewall" wait_for "kube-router's chains" 60 kube-router iptables -w -n -L KUBE-ROUTER-FORWARD
   # NO GPU: advertises stand-in nvidia.com/gpu devices so that a `gpus: 1` service runs here for real.
   _images_paths
   start fake-gpu-plugin "$TESTIMAGES_BIN/fake-gpu-plugin" --plugin-dir "$NODE_DEVICE_PLUGINS"
-  timed "real node $NODE_NAME Ready" wait_for "node $NODE_NAME Ready" 90 kubelet node_ready
   timed "stand-in GPUs advertised" wait_for "nvidia.com/gpu on $NODE_NAME" 30 fake-gpu-plugin node_gpus
 }
 
