@@ -216,8 +216,8 @@ class Bench(object):
         objects = 10 * n
         ping = data.get("d_ping")
         print("\nN=%d services (%d objects), %s, medians of %d runs" % (n, objects, label, self.args.runs))
-        print("  %-22s %9s %8s %10s %10s %12s %12s %9s" % ("work", "wall s", "Δ ping", "x ping", "x kubectl",
-                                                         "reads/obj", "writes/obj", "peak MB"))
+        header = ("work", "wall s", "Δ ping", "x ping", "x kubectl", "reads/obj", "writes/obj", "peak MB")
+        print("  %-22s %9s %8s %10s %10s %12s %12s %9s" % header)
         for name, runs in data.items():
             wall = statistics.median(r["wall"] for r in runs)
             pair_ping = statistics.median(r["wall"] / p["wall"] for r, p in zip(runs, ping)) if ping else 0
@@ -230,17 +230,17 @@ class Bench(object):
                 statistics.median(r["reads"] for r in runs) * per, statistics.median(r["writes"] for r in runs) * per,
                 max(r["rss_mb"] for r in runs)))
         if "a_nimguard" in data and "c_core_per_service" in data:
-            ratio = statistics.median(a["wall"] / c["wall"] for a, c in zip(data["a_nimguard"],
-                                                                             data["c_core_per_service"]))
+            pairs = zip(data["a_nimguard"], data["c_core_per_service"])
+            ratio = statistics.median(a["wall"] / c["wall"] for a, c in pairs)
             print("  a / c_core_per_service (paired): %.2f" % ratio)
         if "a_nimguard" in data and "c_core_per_object" in data:
-            ratio = statistics.median(c["wall"] / a["wall"] for a, c in zip(data["a_nimguard"],
-                                                                             data["c_core_per_object"]))
+            pairs = zip(data["a_nimguard"], data["c_core_per_object"])
+            ratio = statistics.median(c["wall"] / a["wall"] for a, c in pairs)
             print("  c_core_per_object / a (paired): %.2f x faster" % ratio)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", default="1,10,100")
     parser.add_argument("--skip-slow", action="store_true", help="no kubernetes.core task-per-object above N=1")

@@ -150,7 +150,9 @@ class Converger(object):
             kinds = {}
             for api_version, kind in list(prune["kinds"]) + [(o["apiVersion"], o["kind"]) for o in desired]:
                 kinds[(api_version, kind)] = True
-            lister = lambda r: self.client.list_labelled(r, prune["namespace"], prune["labels"])  # noqa: E731
+
+            def lister(res):
+                return self.client.list_labelled(res, prune["namespace"], prune["labels"])
             lists = []
             anchor = prune.get("anchor")
             if anchor and tuple(anchor[:2]) in kinds:

@@ -116,8 +116,8 @@ def secret_ready(cluster):
     ns = "bad-" + uuid.uuid4().hex[:6]
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
-    play = run_play(cluster, [{"nimguard.k8s.nim_secret": dict(name="ngc-api-secret", namespace=ns, kind="ngc",
-                                                                value=KEY)}])
+    args = dict(name="ngc-api-secret", namespace=ns, kind="ngc", value=KEY)
+    play = run_play(cluster, [{"nimguard.k8s.nim_secret": args}])
     assert play[0]["changed"] is True, play
     yield ns
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -249,8 +249,8 @@ def test_expired_and_mismatched_tls_secrets(cluster, secret_ready):
     check_fails_cleanly(cluster, secret_ready, "nim_secret", dict(
         name="tls-expired", kind="tls", tls={"cert": expired_cert, "key": expired_key}), ["expired", "Fix"],
         secrets=[expired_key.splitlines()[1]])
-    good_cert, _ = _pem(*_cert("nim.example.com", "nim", ca_cert, ca_key, datetime.timedelta(days=30)))
-    _, other_key = _pem(*_cert("nim.example.com", "nim", ca_cert, ca_key, datetime.timedelta(days=30)))
+    good_cert = _pem(*_cert("nim.example.com", "nim", ca_cert, ca_key, datetime.timedelta(days=30)))[0]
+    other_key = _pem(*_cert("nim.example.com", "nim", ca_cert, ca_key, datetime.timedelta(days=30)))[1]
     check_fails_cleanly(cluster, secret_ready, "nim_secret", dict(
         name="tls-mismatch", kind="tls", tls={"cert": good_cert, "key": other_key}), ["tls.key", "Fix"],
         secrets=[other_key.splitlines()[1]])

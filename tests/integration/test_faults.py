@@ -69,8 +69,8 @@ def _popen_site(cluster, ns, svcs, tmp_name):
     tmp = tempfile.mkdtemp(prefix=tmp_name)
     os.makedirs(os.path.join(tmp, "group_vars"))
     with open(os.path.join(tmp, "hosts.yml"), "w") as f:
-        yaml.safe_dump({"clusters": {"hosts": {"local": {"ansible_connection": "local",
-                                                          "ansible_python_interpreter": sys.executable}}}}, f)
+        host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        yaml.safe_dump({"clusters": {"hosts": {"local": host}}}, f)
     with open(os.path.join(tmp, "group_vars", "clusters.yml"), "w") as f:
         local = yaml.safe_load(open(os.path.join(ROOT, "inventories", "local", "group_vars", "clusters.yml")))
         scan = dict((k, v) for k, v in local.items() if k == "nim_rollout_image_scan")
@@ -81,8 +81,8 @@ def _popen_site(cluster, ns, svcs, tmp_name):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def test_apiserver_restart_in_the_middle_of_a_site_run_then_a_rerun_converges(cluster, namespace,
-                                                                               restore_apiserver):
+def test_apiserver_restart_in_the_middle_of_a_site_run_then_a_rerun_converges(
+        cluster, namespace, restore_apiserver):
     ns = namespace
     svcs = services(3)
     mark = cluster.audit_mark()
@@ -97,7 +97,7 @@ def test_apiserver_restart_in_the_middle_of_a_site_run_then_a_rerun_converges(cl
         proc.kill()
         pytest.fail("the site run never wrote to %s" % ns)
     apiserver("restart")
-    out, _ = proc.communicate(timeout=300)
+    out = proc.communicate(timeout=300)[0]
     # it may have recovered by retrying, or failed clearly; either way no traceback
     assert "Traceback" not in out, out[-4000:]
     if proc.returncode != 0:
@@ -111,12 +111,12 @@ def test_apiserver_restart_in_the_middle_of_a_site_run_then_a_rerun_converges(cl
 
 def test_apiserver_unreachable_during_the_wait_is_a_clear_bounded_error(cluster, namespace, restore_apiserver):
     ns = namespace
-    run_play(cluster, [{"nimguard.k8s.nim_secret": dict(name="ngc-api-secret", namespace=ns, kind="ngc",
-                                                         value=KEY)}])
+    run_play(cluster, [{"nimguard.k8s.nim_secret": dict(
+        name="ngc-api-secret", namespace=ns, kind="ngc", value=KEY)}])
     # pods that can never be scheduled keep the wait going until the API server goes away
-    task = {"nimguard.k8s.nim_service": dict(name="waits", namespace=ns, auth_secret="ngc-api-secret", image=IMAGE,
-                                              node_selector={"nimguard.io/no-such-node": "true"}, wait=True,
-                                              wait_timeout=300, retry_timeout=5)}
+    task = {"nimguard.k8s.nim_service": dict(
+        name="waits", namespace=ns, auth_secret="ngc-api-secret", image=IMAGE,
+        node_selector={"nimguard.io/no-such-node": "true"}, wait=True, wait_timeout=300, retry_timeout=5)}
     result = {}
 
     def run():
@@ -144,8 +144,8 @@ def test_apiserver_unreachable_during_the_wait_is_a_clear_bounded_error(cluster,
 
 def test_a_409_conflict_from_a_concurrent_writer_is_retried(cluster, namespace):
     ns = namespace
-    run_play(cluster, [{"nimguard.k8s.nim_secret": dict(name="ngc-api-secret", namespace=ns, kind="ngc",
-                                                         value=KEY)}])
+    run_play(cluster, [{"nimguard.k8s.nim_secret": dict(
+        name="ngc-api-secret", namespace=ns, kind="ngc", value=KEY)}])
     proxy = FaultProxy(cluster)
     try:
         conflict = ('Operation cannot be fulfilled on deployments.apps "llama": the object has been modified; '
@@ -245,7 +245,7 @@ def test_rotation_under_load_keeps_three_available_and_makes_one_new_replicaset(
     watcher.join(timeout=30)
     assert seen, "the watch saw no event during the rotation"
     assert len(seen) > 2, seen  # the rollout was observed, not just its end
-    assert min(a for a, _, _ in seen) >= 3, "available replicas dropped below 3: %s" % seen
+    assert min(s[0] for s in seen) >= 3, "available replicas dropped below 3: %s" % seen
     rs_after = set(r["metadata"]["name"] for r in cluster.get_json(
         "replicasets", "-n", ns, "-l", "app.kubernetes.io/instance=svc-0")["items"])
     assert len(rs_after - rs_before) == 1, (rs_before, rs_after)

@@ -95,17 +95,15 @@ def test_no_secret_value_leaks_anywhere(cluster, namespace):
     # modules directly: generic and registry secrets in check, diff and real mode, and a failure
     generic = canary("LEAKgeneric-")
     secrets.append(generic)
+
+    def generic_secret(name, value):
+        return [{"nimguard.k8s.nim_secret": {"name": name, "namespace": ns, "kind": "generic",
+                                             "data": {"password": value}}}]
     plays = [
-        run_play(cluster, [{"nimguard.k8s.nim_secret": {"name": "app", "namespace": ns, "kind": "generic",
-                                                         "data": {"password": generic}}}], check=True, diff=True,
-                 verbosity=4),
-        run_play(cluster, [{"nimguard.k8s.nim_secret": {"name": "app", "namespace": ns, "kind": "generic",
-                                                         "data": {"password": generic}}}], diff=True, verbosity=4),
-        run_play(cluster, [{"nimguard.k8s.nim_secret": {"name": "app", "namespace": ns, "kind": "generic",
-                                                         "data": {"password": generic + "2"}}}], diff=True,
-                 verbosity=4),
-        run_play(cluster, [{"nimguard.k8s.nim_secret": {"name": "Bad_Name", "namespace": ns, "kind": "generic",
-                                                         "data": {"password": generic}}}], verbosity=4),
+        run_play(cluster, generic_secret("app", generic), check=True, diff=True, verbosity=4),
+        run_play(cluster, generic_secret("app", generic), diff=True, verbosity=4),
+        run_play(cluster, generic_secret("app", generic + "2"), diff=True, verbosity=4),
+        run_play(cluster, generic_secret("Bad_Name", generic), verbosity=4),
     ]
     assert plays[0][0]["changed"] and plays[1][0]["changed"] and plays[2][0]["changed"]
     assert plays[3][0]["failed"]
