@@ -239,8 +239,8 @@ def test_acme_issuer_gets_account_and_certificate_from_pebble(cm, namespace):
         verify_signed_by(chain[0], chain[1])
         verify_signed_by(chain[-1], _pebble_root(cm))
         # It went the http01 way: the controller made the solver's Pod and Ingress (of the issuer's class).
-        made = set(e["objectRef"]["resource"] for e in cm.audit_events(mark, verbs={"create"}, namespace=namespace,
-                                                                        user="system:cert-manager"))
+        events = cm.audit_events(mark, verbs={"create"}, namespace=namespace, user="system:cert-manager")
+        made = set(e["objectRef"]["resource"] for e in events)
         assert {"challenges", "pods", "ingresses"} <= made, made
 
         again = run_play(cm, [role(**acme)])
