@@ -16,31 +16,27 @@ PEBBLE_BIN=$CACHE/bin/pebble-$PEBBLE_VERSION
 CERTMANAGER_NAMESPACE=cert-manager  # --cluster-resource-namespace: where CA issuers find their Secrets
 certmanager_COMPONENTS=(certmanager-http01-proxy cert-manager pebble)
 
-_build_certmanager() {
-  local v=github.com/cert-manager/cert-manager/pkg/util
+_build_certmanager() {  # the controller, and the CRDs from the same module next to it (`up` needs no module cache)
+  local v=github.com/cert-manager/cert-manager/pkg/util dir f
   cd "$CERTMANAGER_MODULE" &&
     go build -trimpath -ldflags "-s -w -X $v.AppVersion=$CERTMANAGER_VERSION -X $v.AppGitState=clean" \
-      -o "$1/cert-manager-controller" github.com/cert-manager/cert-manager/cmd/controller
+      -o "$1/cert-manager-controller" github.com/cert-manager/cert-manager/cmd/controller &&
+    dir=$(go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) || return 1
+  # The module's CRDs are Helm templates: fill the labels, drop the template-only lines; the files have no
+  # document markers of their own.
+  for f in "$dir"/deploy/crds/crd-*.yaml; do
+    echo "---"
+    sed -e "s/'{{ template \"cert-manager.name\" . }}'/cert-manager/" -e "s/'{{ .Release.Name }}'/cert-manager/" \
+      -e '/{{-/d' "$f"
+  done > "$1/crds.yaml"
 }
 
 certmanager_build() {
+  # "crds1": the layout of the output folder, part of the key so older caches without crds.yaml rebuild.
   build_part "cert-manager controller $CERTMANAGER_VERSION" \
-    "$CERTMANAGER_VERSION-$(_key "$CERTMANAGER_MODULE"/go.{mod,sum})" "$CERTMANAGER_BIN" _build_certmanager
+    "$CERTMANAGER_VERSION-crds1-$(_key "$CERTMANAGER_MODULE"/go.{mod,sum})" "$CERTMANAGER_BIN" _build_certmanager
   build_part "pebble $PEBBLE_VERSION" "$PEBBLE_VERSION" "$PEBBLE_BIN" \
     _build_goinstall "github.com/letsencrypt/pebble/v2/cmd/pebble@$PEBBLE_VERSION"
-}
-
-_certmanager_crds() {  # the module's CRDs are Helm templates: fill the labels, drop the template-only lines
-  local dir
-  dir=$(cd "$CERTMANAGER_MODULE" && go mod download -json "github.com/cert-manager/cert-manager@$CERTMANAGER_VERSION" \
-    | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
-  [[ -d $dir/deploy/crds ]] || return 1
-  local f
-  for f in "$dir"/deploy/crds/crd-*.yaml; do
-    echo "---"  # the files have no document markers of their own
-    sed -e "s/'{{ template \"cert-manager.name\" . }}'/cert-manager/" -e "s/'{{ .Release.Name }}'/cert-manager/" \
-      -e '/{{-/d' "$f"
-  done | k apply --server-side --field-manager nimguard-cluster -f - -o name
 }
 
 _free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -70,12 +66,13 @@ certmanager_up() {
   # own controllers) and kubeconfig.
   _cert cert-manager "/O=system:masters/CN=system:cert-manager"
   _kubeconfig "$STATE/cert-manager.kubeconfig" cert-manager
-  timed "cert-manager CRDs" _certmanager_crds
+  timed "cert-manager CRDs (server-side apply)" \
+    k apply --server-side --field-manager nimguard-cluster -f "$CERTMANAGER_BIN/crds.yaml" -o name >/dev/null
   timed "cert-manager CRDs Established" k wait --for condition=Established --timeout 60s \
     crd/certificates.cert-manager.io crd/certificaterequests.cert-manager.io crd/issuers.cert-manager.io \
-    crd/clusterissuers.cert-manager.io crd/orders.acme.cert-manager.io crd/challenges.acme.cert-manager.io
+    crd/clusterissuers.cert-manager.io crd/orders.acme.cert-manager.io crd/challenges.acme.cert-manager.io >/dev/null
   k create namespace "$CERTMANAGER_NAMESPACE" --dry-run=client -o yaml \
-    | k apply --server-side --field-manager nimguard-cluster -f - -o name
+    | k apply --server-side --field-manager nimguard-cluster -f - -o name >/dev/null
   _certmanager_pebble
   rm -f "$STATE/http01-proxy.port"
   start certmanager-http01-proxy python3 "$CERTMANAGER_MODULE/http01-proxy.py" "$PKI" "$API_PORT" \
