@@ -48,6 +48,9 @@ APT_PACKAGES=(openssl rsync shellcheck git ca-certificates)
 # The real node and its test images (scripts/lib/images.sh): containerd, runc, and a static busybox
 # for the fake NIM image's shell.
 APT_PACKAGES+=(containerd runc busybox-static)
+# The real node's pod network (scripts/lib/addons/node.sh): CNI bridge, host-local and loopback
+# plugins; iptables and ipset for kube-proxy and kube-router's NetworkPolicy firewall.
+APT_PACKAGES+=(containernetworking-plugins iptables ipset)
 
 # The interpreter the venv is made from (ansible-core 2.19 wants 3.11 to 3.13 on the controller).
 PYTHON=${NIMGUARD_PYTHON:-python3}
