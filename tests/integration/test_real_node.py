@@ -103,10 +103,10 @@ def test_env_delivery_restricted_chat_through_service(cluster, node, namespace, 
     assert reported["source"] == "env:NGC_API_KEY" and reported["sha256_12"] == hash12(key)
 
     body = json.dumps({"model": "nimguard/fake-nim", "messages": [{"role": "user", "content": "hello real node"}]})
-    code, out = run_client(cluster, client_ns, "post",
-                           service_url(cluster, namespace, "nim", "/v1/chat/completions"), body)
+    code, out = run_client(cluster, client_ns, "post", service_url(cluster, namespace, "nim", "/v1/chat/completions"),
+                           body, retries=20)  # until kube-router has synced the new client pod's IP
     assert code == 0, out
-    answer = json.loads(out)
+    answer = json.loads(out[out.index("{"):])
     assert answer["choices"][0]["message"]["content"] == "fake NIM echo: hello real node"
 
 
