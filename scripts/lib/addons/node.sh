@@ -174,6 +174,7 @@ failCgroupV1: false
 failSwapOn: false
 podLogsDir: $d/pod-logs
 syncFrequency: 10s
+nodeStatusUpdateFrequency: 2s  # the stand-in GPUs show in the node status within seconds of registering
 maxPods: 40
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
@@ -257,6 +258,7 @@ node_down() {
   _node_iptables_cleanup
   if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then ip link del "$NODE_BRIDGE" || true; fi
   find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
+  rmdir /var/log/containers 2>/dev/null || true  # the kubelet's fixed symlink folder, when empty
   rm -f "$NODE_DEVICE_PLUGINS"/{kubelet.sock,kubelet_internal_checkpoint,nimguard-fake-gpu.sock}
   rmdir "$NODE_DEVICE_PLUGINS" /var/lib/kubelet 2>/dev/null || true  # when nothing else uses them
   _node_cgroups remove
@@ -266,7 +268,8 @@ node_down() {
 }
 
 # What the kube-proxy and kube-router cleanups leave: the kubelet's chains (KUBE-FIREWALL with its
-# INPUT/OUTPUT jumps, the canaries). One real node per host, so every KUBE-* chain is this node's.
+# INPUT/OUTPUT jumps, the canaries), kube-router's ipsets. One real node per host, so every KUBE-*
+# chain and kube-router ipset is this node's.
 _node_iptables_cleanup() {
   local t rule chains c
   for t in filter nat mangle; do
@@ -276,6 +279,10 @@ _node_iptables_cleanup() {
     chains=$(iptables-save -t "$t" | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p')
     for c in $chains; do iptables -t "$t" -F "$c" || true; done
     for c in $chains; do iptables -t "$t" -X "$c" || true; done
+  done
+  # kube-router's policy ipsets, free once no rule references them (its --cleanup-config leaves them).
+  for c in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-(SRC|DST)-|kube-router-)' || true); do
+    ipset destroy "$c" || true
   done
 }
 
