@@ -379,6 +379,8 @@ def test_site_run_answers_through_the_service(cluster, node):
            "-i", os.path.join(ROOT, "inventories", "local"), os.path.join(ROOT, "playbooks", "site.yml")]
     env = dict(cluster.env, ANSIBLE_NOCOLOR="1")
     try:
+        check = subprocess.run(cmd + ["--check"], env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert check.returncode == 0 and "answered through its Service" not in check.stdout, check.stdout[-4000:]
         for run in ("first", "again"):
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
             assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
