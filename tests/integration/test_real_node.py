@@ -378,6 +378,8 @@ def test_site_run_answers_through_the_service(cluster, node):
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
            "-i", os.path.join(ROOT, "inventories", "local"), os.path.join(ROOT, "playbooks", "site.yml")]
     env = dict(cluster.env, ANSIBLE_NOCOLOR="1")
+    # The local inventory's fixed namespace: start from none (a previous run may still be deleting it).
+    cluster.kubectl("delete", "namespace", "nim-demo", "--ignore-not-found", "--timeout", "180s")
     try:
         check = subprocess.run(cmd + ["--check"], env=env, capture_output=True, text=True, timeout=600, check=False)
         assert check.returncode == 0 and "answered through its Service" not in check.stdout, check.stdout[-4000:]
