@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: converging N NIM services with this collection against kubectl and kubernetes.core.
 
 Prints figures; asserts nothing. Every comparison is a ratio of runs paired in the same loop
