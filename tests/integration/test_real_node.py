@@ -268,7 +268,7 @@ def test_rotation_one_rolling_restart_zero_unavailable(cluster, node, namespace)
 
 def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restricted_ns):
     """The service port answers the allowed namespace's client and refuses any other; the NIM pod's
-    egress reaches port 443 only (DNS's 53 is allowed too, but this cluster has no DNS server)."""
+    egress reaches ports 53 (TCP here: DNS) and 443 only."""
     allowed, other = restricted_ns("allowed"), restricted_ns("other")
     deploy(cluster, namespace, new_key(), dict(allow_from=allowed))
     (pod,) = running_on_node(cluster, namespace, "nim", node)
@@ -283,27 +283,30 @@ def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restri
     code, out = run_client(cluster, other, "probe", "%s:8000" % pod_ip, "--timeout", "3s")
     assert code == 1, out
 
-    # Egress: a target listening on 443 and 8443 (root, to bind 443, in a namespace of its own).
+    # Egress: a target listening on 53, 443 and 8443 (root, to bind low ports, in a namespace of its own).
     target_ns = "target-" + uuid.uuid4().hex[:8]
     cluster.kubectl("create", "namespace", target_ns)
     try:
         target = pod_manifest("target", ["serve", "--listen", ":443"], user=0, extra_spec={"restartPolicy": "Always"})
         container = target["spec"]["containers"][0]
         container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
-        target["spec"]["containers"].append(dict(container, name="c8443", args=["serve", "--listen", ":8443"]))
+        for port in (53, 8443):
+            target["spec"]["containers"].append(dict(container, name="c%d" % port,
+                                                     args=["serve", "--listen", ":%d" % port]))
         create(cluster, target_ns, target)
 
         def started():
             status = cluster.get_json("pod", "target", "-n", target_ns).get("status", {})
             flags = [c.get("started") for c in status.get("containerStatuses", [])]
-            return status.get("podIP") if len(flags) == 2 and all(flags) else None
+            return status.get("podIP") if len(flags) == 3 and all(flags) else None
         target_ip = wait_until("the target pod to start", started)
         # Control: without a policy in the way, both ports answer.
-        for port in (443, 8443):
+        for port in (53, 443, 8443):
             code, out = run_client(cluster, target_ns, "probe", "%s:%d" % (target_ip, port), "--timeout", "3s")
             assert code == 0, (port, out)
         probe = "/v1/debug/probe?addr=%s:%%d&timeout=3s" % target_ip
-        assert proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % 443)["connected"] is True
+        for port in (53, 443):
+            assert proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % port)["connected"] is True, port
         refused = proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % 8443)
         assert refused["connected"] is False, refused
     finally:
