@@ -3,6 +3,7 @@ the field (or the thing to change) and the fix, and the audit log must show no w
 
 import datetime
 import os
+import uuid
 
 import pytest
 import yaml
@@ -10,7 +11,7 @@ import yaml
 from playbook import run_play, writes
 
 IMAGE = {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"}
-KEY = "nvapi-BADINPUT-0123456789abcdefghijklmnop"
+KEY = "nvapi-BADINPUT-" + uuid.uuid4().hex  # a canary, made per run: no key-shaped literal in Git
 
 
 def secret(**kw):

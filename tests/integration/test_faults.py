@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -17,7 +18,7 @@ from playbook import recap, run_play, run_playbook
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLUSTER = os.path.join(ROOT, "scripts", "cluster")
 IMAGE = {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"}
-KEY = "nvapi-FAULTS-0123456789abcdefghijklmnopq"
+KEY = "nvapi-FAULTS-" + uuid.uuid4().hex  # a canary, made per run
 
 
 def apiserver(action):

@@ -4,13 +4,14 @@ check mode, diff redaction, rotation, pruning, bad input and RBAC denials."""
 import base64
 import datetime
 import json
+import uuid
 
 import pytest
 
 from playbook import run_play, writes
 
-CANARY = "nvapi-CANARY-modules-0123456789abcdefghij"
-CANARY2 = "nvapi-CANARY-rotated-9876543210zyxwvutsrq"
+CANARY = "nvapi-CANARY-modules-" + uuid.uuid4().hex  # canaries, made per run
+CANARY2 = "nvapi-CANARY-rotated-" + uuid.uuid4().hex
 IMAGE = {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"}
 
 

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+import uuid
 
 import pytest
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGES_SH = ROOT / "scripts" / "lib" / "images.sh"
 MODULE = ROOT / "scripts" / "localcluster" / "testimages"
 FAKENIM, PAUSE = "docker.io/local/fakenim:1", "docker.io/local/pause:1"
-KEY, NEW_KEY = "nvapi-test-images-key-0001", "nvapi-test-images-key-0002"
+KEY, NEW_KEY = "nvapi-test-images-" + uuid.uuid4().hex, "nvapi-test-images-" + uuid.uuid4().hex
 
 
 def sha12(v):
