@@ -192,6 +192,9 @@ def _service_defaults(p):
 
 
 def run_service(p, check_mode, diff):
+    if p.get("service"):
+        raise NimError("service: expanded by the nimguard.k8s.nim_service action plugin, which did not run here. "
+                       "Fix: call the module as nimguard.k8s.nim_service in a task, or pass the options at the top level.")
     p = _service_defaults(p)
     name, namespace = p["name"], p["namespace"]
     rbac = p.get("rbac") or {}

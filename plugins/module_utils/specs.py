@@ -182,7 +182,14 @@ SERVICE = dict(
     preflight=dict(type="bool", default=True),
     wait=dict(type="bool", default=False),
     wait_timeout=dict(type="int", default=600),
+    service=dict(type="dict"),
 )
+
+# nim_service's `service`: a whole service as one dict (a role's loop item), so that a loop templates one
+# expression per item instead of one per option (ansible-core compiles each templated option anew for
+# every item). Connection options are not taken from it: service data cannot point the task elsewhere.
+SERVICE_DICT_KEYS = frozenset(SERVICE).union(_COMMON).difference(["service"])
+_CONNECTION_NAMES = frozenset(CONNECTION_ARGS).union(*(a.get("aliases", []) for a in CONNECTION_ARGS.values()))
 
 _WAIT_CONDITION = dict(type="dict", options=dict(
     type=dict(type="str", default="Ready"),
@@ -242,6 +249,27 @@ def spec(module):
         argument_spec["namespace"]["required"] = True
     out = dict(argument_spec=argument_spec, supports_check_mode=True)
     out.update(copy.deepcopy(constraints))
+    return out
+
+
+def expand_service(args):
+    """nim_service args with the keys of `service` moved to the top level (options set there win).
+    Raises ValueError naming the key and the fix; values never appear in the message."""
+    service = args.get("service")
+    if service is None:
+        return args
+    if not isinstance(service, dict):
+        raise ValueError("service: expected a dict of nim_service options, got %s. Fix: pass a mapping such as "
+                         "{name: llama, image: {repository: ...}}." % type(service).__name__)
+    unknown = sorted((str(k) for k in service if k not in SERVICE_DICT_KEYS),
+                     key=lambda k: (k not in _CONNECTION_NAMES, k))  # a connection option first: the worse mistake
+    if unknown:
+        where = ("a connection option: set it on the task or in module_defaults"
+                 if unknown[0] in _CONNECTION_NAMES else "not an option of nim_service")
+        raise ValueError("service.%s: %s. Fix: remove it from the service (valid keys: %s)."
+                         % (unknown[0], where, ", ".join(sorted(SERVICE_DICT_KEYS))))
+    out = dict((k, v) for k, v in service.items())
+    out.update((k, v) for k, v in args.items() if k != "service" and (v is not None or k not in out))
     return out
 
 

@@ -329,7 +329,7 @@ options:
         description: Startup probe.
         type: dict
         default: {}
-        suboptions:
+        suboptions: &probe
           enabled:
             description: Render the probe.
             type: bool
@@ -350,53 +350,15 @@ options:
             description: Failures before the probe fails.
             type: int
       liveness:
-        description: Liveness probe.
+        description: Liveness probe (same suboptions as O(probes.startup)).
         type: dict
         default: {}
-        suboptions:
-          enabled:
-            description: Render the probe.
-            type: bool
-            default: true
-          path:
-            description: HTTP path.
-            type: str
-          initial_delay_seconds:
-            description: Seconds before the first probe.
-            type: int
-          period_seconds:
-            description: Seconds between probes.
-            type: int
-          timeout_seconds:
-            description: Seconds per probe.
-            type: int
-          failure_threshold:
-            description: Failures before the probe fails.
-            type: int
+        suboptions: *probe
       readiness:
-        description: Readiness probe.
+        description: Readiness probe (same suboptions as O(probes.startup)).
         type: dict
         default: {}
-        suboptions:
-          enabled:
-            description: Render the probe.
-            type: bool
-            default: true
-          path:
-            description: HTTP path.
-            type: str
-          initial_delay_seconds:
-            description: Seconds before the first probe.
-            type: int
-          period_seconds:
-            description: Seconds between probes.
-            type: int
-          timeout_seconds:
-            description: Seconds per probe.
-            type: int
-          failure_threshold:
-            description: Failures before the probe fails.
-            type: int
+        suboptions: *probe
   replicas:
     description: Number of pods.
     type: int
@@ -586,6 +548,16 @@ options:
     description: Seconds to wait; on timeout the error says why (unschedulable, image pull, admission, probes).
     type: int
     default: 600
+  service:
+    description:
+      - All of a service's options as one dict, as a list of services holds them - every option of this module except
+        the connection options (O(kubeconfig), O(host), O(api_key) and the others are refused there, so that service
+        data cannot send the task to another cluster). An option also set at the top level wins.
+      - Made for loops - one templated expression per item is much cheaper than one per option (ansible-core
+        compiles every templated option again for each item), and an unknown key fails naming it instead of being
+        ignored. The M(nimguard.k8s.nim_service) action plugin expands it; it is not seen by the module itself.
+    type: dict
+    version_added: 0.1.0
 seealso:
   - module: nimguard.k8s.nim_secret
   - module: nimguard.k8s.nim_rbac
@@ -657,6 +629,17 @@ EXAMPLES = r'''
     auth_secret: ngc-api-secret
     image: {repository: nvcr.io/nim/meta/llama-3.1-8b-instruct, tag: "1.3.3", pull_secrets: [ngc-secret]}
     resources: {gpus: 1}
+
+- name: Many services from a list, one dict each (what the nimguard.k8s.nim_rollout role does)
+  nimguard.k8s.nim_service:
+    service: "{{ item }}"
+    namespace: nim-service
+    wait: true
+  loop:
+    - {name: llama-3-8b, auth_secret: ngc-api-secret, image: {repository: nvcr.io/nim/meta/llama-3.1-8b-instruct, tag: "1.3.3"}}
+    - {name: embed-qa, auth_secret: ngc-api-secret, image: {repository: nvcr.io/nim/nvidia/nv-embedqa-e5-v5, tag: "1.5.0"}}
+  loop_control:
+    label: "{{ item.name }}"
 
 - name: Remove every object of the service
   nimguard.k8s.nim_service:

@@ -17,9 +17,6 @@ import os
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import validator_for
-
 # Set NIMGUARD_REMOTE_MODULE=1 to always run the module the classic way (for comparisons and debugging).
 _FORCE_MODULE = "NIMGUARD_REMOTE_MODULE"
 _ENV_PREFIXES = ("K8S_AUTH_", "KUBECONFIG", "KUBERNETES_SERVICE_")
@@ -54,14 +51,26 @@ class NimAction(ActionBase):
                     os.environ[k] = v
 
     def run(self, tmp=None, task_vars=None):
+        # Imported here, in the worker: the controller loads this class for every task (to read its
+        # class attributes), and the client's imports (ssl, http.client) would add 5 MB to it.
+        from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run
+        from ansible_collections.nimguard.k8s.plugins.module_utils.specs import expand_service, validator_for
+
         result = super(NimAction, self).run(tmp, task_vars)
+        args = dict(self._task.args)
+        if self.MODULE == "nim_service":
+            try:
+                args = expand_service(args)
+            except ValueError as e:
+                result.update(failed=True, changed=False, msg=str(e))
+                return result
         if not self._in_controller():
             result.update(self._execute_module(module_name="nimguard.k8s." + self.MODULE,
-                                               module_args=self._task.args, task_vars=task_vars))
+                                               module_args=args, task_vars=task_vars))
             return result
         validator = validator_for(self.MODULE)
         with self._task_environment():
-            validated = validator.validate(dict(self._task.args))
+            validated = validator.validate(args)
             no_log_values = validated._no_log_values
             if validated.error_messages:
                 out = dict(failed=True, msg="; ".join(validated.error_messages))

@@ -17,6 +17,8 @@ export GOFLAGS=${GOFLAGS:--buildvcs=false}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# A loopback port nobody listens on now (parallel clusters share the machine).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Run a step and print how long it took (to 0.1 s: most cluster phases take under a second);
 # CI logs read like a profile.

@@ -23,8 +23,8 @@ ansible_runner = pytest.importorskip("ansible_runner")
 
 BIN = os.path.dirname(sys.executable)
 RUN = uuid.uuid4().hex[:8]
-NGC = "nvapi-CANARY-awx-%s-0123456789abcdef" % RUN
-HF = "hf_CANARYawx%sabcdefghijklmnopqrstu" % RUN
+NGC = "nvapi-CANARY-awx-" + uuid.uuid4().hex
+HF = "hf_CANARYawx" + uuid.uuid4().hex
 SERVICES = [{"name": "awx-llm", "image": {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"},
              "resources": {"gpus": 1, "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}}]
 

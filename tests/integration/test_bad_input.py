@@ -92,6 +92,13 @@ CASES = [
      ["storage.host_path", "restricted", "Fix"]),
     ("service-operator-without-crd", service(backend="operator", secret_delivery={"mode": "env"}),
      ["NIMService", "Fix"]),
+    # a whole service as one dict (what nim_rollout passes): typos and connection options are named
+    ("service-dict-unknown-key", ("nim_service", {"service": dict(name="llama", auth_secret="ngc-api-secret",
+                                                                  image=IMAGE, replica=2)}),
+     ["service.replica", "not an option", "Fix"]),
+    ("service-dict-connection-option", ("nim_service", {"service": dict(name="llama", auth_secret="ngc-api-secret",
+                                                                        image=IMAGE, kubeconfig="/tmp/elsewhere")}),
+     ["service.kubeconfig", "connection option", "Fix"]),
     # RBAC and generic objects
     ("rbac-wildcard-verbs", rbac(extra_rules=[{"api_groups": [""], "resources": ["pods"], "verbs": ["*"]}]),
      ["extra_rules", "*", "Fix"]),

@@ -39,13 +39,11 @@ certmanager_build() {
     _build_goinstall "github.com/letsencrypt/pebble/v2/cmd/pebble@$PEBBLE_VERSION"
 }
 
-_free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
 _certmanager_pebble() {
   # Its TLS certificate comes from the cluster CA, so the ACME issuer's caBundle is that CA.
   _cert pebble "/CN=pebble" "IP:127.0.0.1,DNS:localhost"
   local port mport
-  port=$(_free_port) mport=$(_free_port)
+  port=$(free_port) mport=$(free_port)
   cat > "$STATE/pebble.json" <<EOF
 {"pebble": {"listenAddress": "127.0.0.1:$port", "managementListenAddress": "127.0.0.1:$mport",
   "certificate": "$PKI/pebble.crt", "privateKey": "$PKI/pebble.key", "httpPort": 5002, "tlsPort": 5001,

@@ -23,10 +23,6 @@ eso_build() {
     "$ESO_VERSION-$(_key "$ROOT"/scripts/localcluster/eso/go.{mod,sum})" "$ESO_BIN" _build_eso
 }
 
-_eso_free_port() {  # a loopback port nobody listens on now (parallel clusters on one machine)
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 _eso_crds_established() {  # every CRD of the bundle (20 in v0.16.2) Established
   local want have
   want=$(grep -c '^kind: CustomResourceDefinition' "$ESO_BIN/crds.yaml")
@@ -50,7 +46,7 @@ eso_up() {
   # log tells the operator's writes from the collection's.
   _cert external-secrets "/O=system:masters/CN=external-secrets"
   _kubeconfig "$STATE/external-secrets.kubeconfig" external-secrets
-  local port; port=$(_eso_free_port)
+  local port; port=$(free_port)
   echo "$port" > "$STATE/eso-metrics.port"
   log "starting external-secrets $ESO_VERSION (metrics on 127.0.0.1:$port)"
   # ESO has no --kubeconfig flag: controller-runtime reads KUBECONFIG. The AWS endpoints point at a
