@@ -313,16 +313,12 @@ def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restri
         cluster.kubectl("delete", "namespace", target_ns, "--wait=false", check=False)
 
 
-# containerd 1.x merges imported files by whole plugin section: the role's drop-in, which holds only the
-# nvidia runtime under plugins."io.containerd.grpc.v1.cri", replaces the node's entire CRI config
-# (sandbox image, CNI folder, restrict_oom_score_adj, the runc runtime) and the CRI service fails to start.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="gpu_runtime on containerd 1.x (config version 2): "
-                   "the drop-in replaces the node's whole CRI plugin section (reported to the lead)")
 def test_gpu_runtime_node_side_on_real_containerd(cluster, node, namespace, tmp_path):
     """gpu_runtime's node side against the node's own containerd: the role adds the nvidia runtime to the
     config the node runs with, restarts containerd only when that changed, and a pod with
     runtimeClassName nvidia runs through the handler. There is no GPU: the handler's binary is a stand-in
-    for nvidia-container-runtime that logs its arguments and hands over to runc."""
+    for nvidia-container-runtime that logs its arguments and hands over to runc. containerd replaces a plugin's
+    whole section with an imported file's, so the drop-in must carry the node's own CRI settings."""
     log, restarts = tmp_path / "runtime.log", tmp_path / "restarts.log"
     standin = tmp_path / "nvidia-container-runtime"
     standin.write_text('#!/bin/sh\n# Stand-in for nvidia-container-runtime (no GPU here).\necho "$*" >> %s\n'
