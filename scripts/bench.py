@@ -62,6 +62,9 @@ class Bench(object):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="nimguard-bench-")
         self.env = dict(os.environ)
+        # As on a user's machine, Python keeps bytecode caches (ansible-core's own are written by pip; the
+        # collection's module_utils get theirs at the first run). Some sandboxes switch that off.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.kubectl = self.env["NIMGUARD_KUBECTL"]
         self.audit = self.env["NIMGUARD_AUDIT_LOG"]
         self.python = sys.executable
