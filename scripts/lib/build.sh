@@ -61,6 +61,8 @@ ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
 KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
 KUBE_SCORE_BIN=$CACHE/bin/kube-score-$KUBE_SCORE_VERSION
 TRIVY_BIN=$CACHE/bin/trivy-$TRIVY_VERSION
+HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
+CERTMANAGER_CHART=$CACHE/bin/cert-manager-chart-$CERTMANAGER_VERSION/cert-manager
 
 build_all() {
   command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
@@ -73,6 +75,7 @@ build_all() {
   build_part "kube-score $KUBE_SCORE_VERSION" "$KUBE_SCORE_VERSION" "$KUBE_SCORE_BIN" \
     _build_goinstall "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
   build_trivy
+  build_helm
 }
 
 # Trivy (image scan gate, `trivy config` static checks): about 6.5 min cold and 340 MB. Its
@@ -80,4 +83,63 @@ build_all() {
 build_trivy() {
   build_part "trivy $TRIVY_VERSION" "$TRIVY_VERSION" "$TRIVY_BIN" \
     _build_goinstall "github.com/aquasecurity/trivy/cmd/trivy@$TRIVY_VERSION" GOEXPERIMENT=jsonv2
+}
+
+# helm 3 and a cert-manager chart: the cert_manager role's helm install, tested against a cluster of its
+# own (tests/integration/test_helm_install.py). No chart repository is reachable from these machines.
+build_helm() {
+  build_part "helm $HELM_VERSION" "$HELM_VERSION" "$HELM_BIN" _build_helm
+  # "chart1": the layout of the output folder (Chart.yaml and templates/crds.yaml written here).
+  build_part "cert-manager chart $CERTMANAGER_VERSION" "$CERTMANAGER_VERSION-chart1" "${CERTMANAGER_CHART%/*}" \
+    _build_certmanager_chart
+}
+
+_go_mod_download() {  # _go_mod_download MODULE@VERSION FIELD: fetch into the module cache, print FIELD (Dir, GoMod)
+  (cd / && go mod download -json "$1") | python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+}
+
+# The version ldflags of helm's Makefile: kubernetes.core.helm parses `helm version`, and `helm template`
+# and `helm lint` assume (without a cluster) the Kubernetes minor of helm's client-go.
+_build_helm() {
+  local m=helm.sh/helm/v3 gomod minor p ld
+  gomod=$(_go_mod_download "$m@$HELM_VERSION" GoMod) || return 1
+  minor=$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$gomod")
+  [[ -n $minor ]] || { log "no k8s.io/client-go in $gomod"; return 1; }
+  ld="-s -w -X $m/internal/version.version=$HELM_VERSION -X $m/internal/version.gitTreeState=clean"
+  for p in pkg/lint/rules pkg/chartutil; do
+    ld+=" -X $m/$p.k8sVersionMajor=1 -X $m/$p.k8sVersionMinor=$minor"
+  done
+  env GOBIN="$1" CGO_ENABLED=0 go install -trimpath -ldflags "$ld" "$m/cmd/helm@$HELM_VERSION"
+}
+
+# The chart as cert-manager's release tooling makes it from deploy/charts/cert-manager of the module: a
+# Chart.yaml in place of Chart.template.yaml (whose version fields the release tool fills), and
+# templates/crds.yaml from deploy/crds (Helm templates already), rendered when installCRDs is true. Files
+# are copied, nothing is built.
+_build_certmanager_chart() {
+  local dir chart=$1/cert-manager f
+  dir=$(_go_mod_download "github.com/cert-manager/cert-manager@$CERTMANAGER_VERSION" Dir) || return 1
+  cp -r "$dir/deploy/charts/cert-manager" "$chart" && chmod -R u+w "$chart" || return 1
+  rm -f "$chart"/Chart.template.yaml "$chart"/README.template.md "$chart"/signkey_annotation.txt
+  # The templates read .Chart.Name (names, the helm.sh/chart label), .Chart.Version (that label) and
+  # .Chart.AppVersion (app.kubernetes.io/version, the default image tags).
+  cat > "$chart/Chart.yaml" <<EOF
+apiVersion: v2
+name: cert-manager
+version: $CERTMANAGER_VERSION
+appVersion: $CERTMANAGER_VERSION
+kubeVersion: ">= 1.21.0-0"
+description: cert-manager $CERTMANAGER_VERSION, from deploy/charts/cert-manager of its Go module (nimguard tests)
+home: https://github.com/cert-manager/cert-manager
+sources:
+  - https://github.com/cert-manager/cert-manager
+EOF
+  {
+    echo '{{- if .Values.installCRDs }}'
+    for f in "$dir"/deploy/crds/crd-*.yaml; do
+      echo "---"
+      cat "$f"
+    done
+    echo '{{- end }}'
+  } > "$chart/templates/crds.yaml"
 }

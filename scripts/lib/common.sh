@@ -6,6 +6,10 @@ ETCD_VERSION=v3.6.6
 KWOK_VERSION=v0.8.0
 KUBE_SCORE_VERSION=v1.20.0
 TRIVY_VERSION=v0.74.0
+# The certmanager add-on's controller and the chart that tests the cert_manager role's helm install
+# (scripts/lib/build.sh, both from the module github.com/cert-manager/cert-manager at this version).
+CERTMANAGER_VERSION=v1.11.5
+HELM_VERSION=v3.19.5
 # checkov (PyPI) pins packaging and other libraries against our venv's: it gets a venv of its own.
 CHECKOV_VERSION=3.3.30
 

@@ -24,8 +24,10 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
-def _cluster_env():
-    out = subprocess.run([CLUSTER, "env"], capture_output=True, text=True, check=True).stdout
+def _cluster_env(extra_env=None):
+    """What `scripts/cluster env` exports; extra_env (NIMGUARD_STATE, ports) picks another local cluster."""
+    out = subprocess.run([CLUSTER, "env"], env=dict(os.environ, **(extra_env or {})), capture_output=True, text=True,
+                         check=True).stdout
     env = {}
     for line in out.splitlines():
         if line.startswith("export "):
@@ -36,14 +38,15 @@ def _cluster_env():
 
 
 class Cluster(object):
-    def __init__(self):
-        exported = _cluster_env()
+    def __init__(self, extra_env=None):
+        exported = _cluster_env(extra_env)
         self.kubeconfig = exported["KUBECONFIG"]
         self.limited_kubeconfig = exported["NIMGUARD_LIMITED_KUBECONFIG"]
         self.kubectl_path = exported["NIMGUARD_KUBECTL"]
         self.audit_log = exported["NIMGUARD_AUDIT_LOG"]
         self.state = exported["NIMGUARD_STATE"]
         self.env = dict(os.environ)
+        self.env.update(extra_env or {})
         self.env.update(exported)
 
     def kubectl(self, *args, input=None, check=True, kubeconfig=None):

@@ -8,7 +8,7 @@
 # pebble validates nothing (PEBBLE_VA_ALWAYS_VALID=1); cert-manager's own http01 self-check goes
 # through http01-proxy.py (HTTP_PROXY), a stand-in for the ingress controller this cluster lacks.
 
-CERTMANAGER_VERSION=v1.11.5
+# CERTMANAGER_VERSION is in scripts/lib/common.sh: the helm-install tests' chart comes from the same module.
 PEBBLE_VERSION=v2.10.1
 CERTMANAGER_MODULE=$ROOT/scripts/localcluster/certmanager
 CERTMANAGER_BIN=$CACHE/bin/cert-manager-$CERTMANAGER_VERSION
