@@ -63,6 +63,8 @@ KUBE_SCORE_BIN=$CACHE/bin/kube-score-$KUBE_SCORE_VERSION
 TRIVY_BIN=$CACHE/bin/trivy-$TRIVY_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
 CERTMANAGER_CHART=$CACHE/bin/cert-manager-chart-$CERTMANAGER_VERSION/cert-manager
+ESO_CHART=$CACHE/bin/eso-chart-$ESO_VERSION/external-secrets
+GPU_OPERATOR_CHART=$CACHE/bin/gpu-operator-chart-$GPU_OPERATOR_MODULE_VERSION/gpu-operator
 
 build_all() {
   command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
@@ -85,13 +87,17 @@ build_trivy() {
     _build_goinstall "github.com/aquasecurity/trivy/cmd/trivy@$TRIVY_VERSION" GOEXPERIMENT=jsonv2
 }
 
-# helm 3 and a cert-manager chart: the cert_manager role's helm install, tested against a cluster of its
-# own (tests/integration/test_helm_install.py). No chart repository is reachable from these machines.
+# helm 3 and the cert-manager, External Secrets and GPU Operator charts: the cert_manager, external_secrets
+# and gpu_runtime roles' helm installs, tested against a cluster of their own (tests/integration/test_helm_install.py). No chart
+# repository is reachable from these machines.
 build_helm() {
   build_part "helm $HELM_VERSION" "$HELM_VERSION" "$HELM_BIN" _build_helm
   # "chart1": the layout of the output folder (Chart.yaml and templates/crds.yaml written here).
   build_part "cert-manager chart $CERTMANAGER_VERSION" "$CERTMANAGER_VERSION-chart1" "${CERTMANAGER_CHART%/*}" \
     _build_certmanager_chart
+  build_part "external-secrets chart $ESO_VERSION" "$ESO_VERSION-chart1" "${ESO_CHART%/*}" _build_eso_chart
+  build_part "gpu-operator chart $GPU_OPERATOR_MODULE_VERSION" "$GPU_OPERATOR_MODULE_VERSION" \
+    "${GPU_OPERATOR_CHART%/*}" _build_gpu_operator_chart
 }
 
 _go_mod_download() {  # _go_mod_download MODULE@VERSION FIELD: fetch into the module cache, print FIELD (Dir, GoMod)
@@ -142,4 +148,39 @@ EOF
     done
     echo '{{- end }}'
   } > "$chart/templates/crds.yaml"
+}
+
+# The chart as ESO's release tooling makes it from deploy/charts/external-secrets of the module: the module's
+# Chart.yaml names a version behind the tag and a bitwarden-sdk-server dependency from an OCI registry (off
+# by default, but helm refuses a chart whose dependencies are not vendored), so ours has the tag's versions
+# and no dependency; templates/crds.yaml holds deploy/crds/bundle.yaml (no conversion webhooks since
+# v0.16) behind installCRDs, as hack/helm.generate.sh does. Files are copied, nothing is built.
+_build_eso_chart() {
+  local dir chart=$1/external-secrets
+  dir=$(_go_mod_download "github.com/external-secrets/external-secrets@$ESO_VERSION" Dir) || return 1
+  cp -r "$dir/deploy/charts/external-secrets" "$chart" && chmod -R u+w "$chart" || return 1
+  rm -rf "$chart"/Chart.lock "$chart"/templates/crds "$chart"/tests "$chart"/ci
+  cat > "$chart/Chart.yaml" <<EOF
+apiVersion: v2
+name: external-secrets
+type: application
+version: "${ESO_VERSION#v}"
+appVersion: "$ESO_VERSION"
+kubeVersion: ">= 1.19.0-0"
+description: External Secrets Operator $ESO_VERSION, from deploy/charts/external-secrets of its Go module (nimguard tests)
+home: https://github.com/external-secrets/external-secrets
+EOF
+  {
+    echo '{{- if .Values.installCRDs }}'
+    cat "$dir/deploy/crds/bundle.yaml"
+    echo '{{- end }}'
+  } > "$chart/templates/crds.yaml"
+}
+
+# The GPU Operator's chart is complete in its module (Chart.yaml, CRDs, node-feature-discovery vendored in
+# charts/): copied as it is.
+_build_gpu_operator_chart() {
+  local dir
+  dir=$(_go_mod_download "github.com/NVIDIA/gpu-operator@$GPU_OPERATOR_MODULE_VERSION" Dir) || return 1
+  cp -r "$dir/deployments/gpu-operator" "$1/gpu-operator" && chmod -R u+w "$1/gpu-operator"
 }

@@ -9,7 +9,15 @@ TRIVY_VERSION=v0.74.0
 # The certmanager add-on's controller and the chart that tests the cert_manager role's helm install
 # (scripts/lib/build.sh, both from the module github.com/cert-manager/cert-manager at this version).
 CERTMANAGER_VERSION=v1.11.5
+# The eso add-on's controller and the chart that tests the external_secrets role's helm install (the module
+# github.com/external-secrets/external-secrets): v0.16.2 is the newest release that is one Go module (later
+# ones are split into submodules the proxy refuses); it serves external-secrets.io/v1 like current releases.
+ESO_VERSION=v0.16.2
 HELM_VERSION=v3.19.5
+# The GPU Operator chart that tests the gpu_runtime role's helm install: deployments/gpu-operator of the
+# module github.com/NVIDIA/gpu-operator. The proxy refuses its release tags (v25.x, not Go module versions)
+# and serves main's commits: this one is of 2025-09-17, between v25.3 and v25.10.
+GPU_OPERATOR_MODULE_VERSION=v0.0.0-20250917190837-d73a0086a6ba
 # checkov (PyPI) pins packaging and other libraries against our venv's: it gets a venv of its own.
 CHECKOV_VERSION=3.3.30
 

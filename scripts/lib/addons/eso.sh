@@ -2,11 +2,9 @@
 # Sourced by scripts/cluster (which defines start, wait_for, timed, k, $STATE, $LOGS, $PIDS).
 # shellcheck shell=bash disable=SC2034  # ESO_COMPONENTS is read by scripts/cluster
 #
-# v0.16.2 is the newest release that is one Go module (later ones are split into submodules the proxy
-# refuses); it serves external-secrets.io/v1 like current releases. Its CRDs come from the same module
-# (deploy/crds/bundle.yaml, copied next to the binary so `up` needs no module cache).
+# ESO_VERSION is set in scripts/lib/common.sh. The CRDs come from the same module (deploy/crds/bundle.yaml,
+# copied next to the binary so `up` needs no module cache).
 
-ESO_VERSION=v0.16.2
 ESO_BIN=$CACHE/bin/eso-$ESO_VERSION
 ESO_COMPONENTS=(external-secrets)
 
