@@ -66,7 +66,8 @@ CERTMANAGER_CHART=$CACHE/bin/cert-manager-chart-$CERTMANAGER_VERSION/cert-manage
 ESO_CHART=$CACHE/bin/eso-chart-$ESO_VERSION/external-secrets
 GPU_OPERATOR_CHART=$CACHE/bin/gpu-operator-chart-$GPU_OPERATOR_MODULE_VERSION/gpu-operator
 
-build_all() {
+# What the cluster runs (scripts/cluster up builds these and the add-ons' parts).
+build_cluster() {
   command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
   build_part "kubernetes $K8S_VERSION (apiserver, controller-manager, scheduler, kubectl, kubelet)" \
     "$K8S_VERSION-$(_key "$ROOT"/scripts/localcluster/k8s/go.{mod,sum})" "$K8S_BIN" _build_k8s
@@ -74,6 +75,12 @@ build_all() {
     "$ETCD_BIN" _build_etcd
   build_part "kwok $KWOK_VERSION" "$KWOK_VERSION" "$KWOK_BIN" \
     _build_goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+}
+
+# What the tests run beside the cluster: each test that needs one calls this first (it returns at once
+# when they are built, and waits when another process is building them).
+build_tools() {
+  command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
   build_part "kube-score $KUBE_SCORE_VERSION" "$KUBE_SCORE_VERSION" "$KUBE_SCORE_BIN" \
     _build_goinstall "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
   build_trivy

@@ -159,9 +159,13 @@ def test_restricted_admission_really_refuses(cluster, namespace):
 
 
 def tool_path(var, suffix=""):
-    out = subprocess.run(["bash", "-c", "source scripts/lib/common.sh; source scripts/lib/build.sh; echo $%s" % var],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip() + suffix
-    assert os.access(out, os.X_OK), "%s missing: run scripts/setup and scripts/cluster build" % out
+    """A test tool of scripts/lib/build.sh, built first when it is not (or waited for while another process
+    builds it: scripts/test starts the build at its beginning)."""
+    proc = subprocess.run(["bash", "-c", "source scripts/lib/common.sh; source scripts/lib/build.sh; build_tools >&2; "
+                           "echo $%s" % var], cwd=ROOT, capture_output=True, text=True, timeout=2400, check=False)
+    assert proc.returncode == 0, "scripts/lib/build.sh build_tools failed:\n" + proc.stderr[-3000:]
+    out = proc.stdout.strip() + suffix
+    assert os.access(out, os.X_OK), "%s missing after build_tools" % out
     return out
 
 
