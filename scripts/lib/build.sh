@@ -81,10 +81,11 @@ build_cluster() {
 # when they are built, and waits when another process is building them).
 build_tools() {
   command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
+  # In the order the tests need them (test_helm_install, then test_image_scan and test_static_checks).
+  build_helm
   build_part "kube-score $KUBE_SCORE_VERSION" "$KUBE_SCORE_VERSION" "$KUBE_SCORE_BIN" \
     _build_goinstall "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
   build_trivy
-  build_helm
 }
 
 # Trivy (image scan gate, `trivy config` static checks): about 6.5 min cold and 340 MB. Its

@@ -269,6 +269,20 @@ def test_gpu_operator_helm_install_carries_the_driver_and_toolkit_toggles(own_cl
     assert helm_releases(cluster, helm, GPU_NS)[0]["revision"] == "1"
 
 
+def test_the_site_run_gives_helm_the_playbooks_connection(own_cluster, helm_tools):
+    """No KUBECONFIG or K8S_AUTH_KUBECONFIG in the environment: helm reaches the cluster only through
+    nimguard_kubeconfig, the connection the playbooks give the modules (here a rerun with nothing to change)."""
+    cluster = own_cluster
+    assert helm_releases(cluster, helm_tools["helm"], GPU_NS), "the GPU Operator test above installs the release"
+    group_vars = dict(gpu_role(helm_tools["gpu_chart"], gpu_runtime_gpu_operator_values={"devicePlugin": {"env": [
+        {"name": "FAIL_ON_INIT_ERROR", "value": "false"}]}})["vars"], nimguard_gpu_runtime=True, nimguard_nim_rollout=False)
+    mark = cluster.audit_mark()
+    proc = run_playbook(cluster, "site.yml", group_vars, env={"KUBECONFIG": "", "K8S_AUTH_KUBECONFIG": ""}, expect_rc=0)
+    assert recap(proc)["changed"] == 0, proc.output[-4000:]
+    assert "Install the NVIDIA GPU Operator with Helm" in proc.output
+    assert real_writes(cluster, mark) == []
+
+
 @pytest.mark.parametrize("which", ["cert_manager", "external_secrets", "gpu_runtime"])
 def test_a_missing_helm_is_explained(own_cluster, helm_tools, which):
     """Without helm where the task runs, the site run stops before any write, naming the fix."""
