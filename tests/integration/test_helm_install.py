@@ -134,6 +134,26 @@ def real_writes(cluster, mark):
             if "dryRun=All" not in e.get("requestURI", "")]
 
 
+def check_mode_writes_nothing(cluster, helm, install, ns):
+    """Check mode predicts the install (changed) and writes nothing; no release yet. Returns the play."""
+    mark = cluster.audit_mark()
+    check = run_play(cluster, [install], check=True)
+    assert recap(check.proc)["failed"] == 0 and recap(check.proc)["changed"] >= 1, check
+    assert real_writes(cluster, mark) == []
+    assert helm_releases(cluster, helm, ns) == []
+    return check
+
+
+def rerun_changes_nothing(cluster, helm, install, ns):
+    """The same install again: changed=0, no write, the release still at revision 1. Returns the play."""
+    mark = cluster.audit_mark()
+    again = run_play(cluster, [install])
+    assert recap(again.proc)["failed"] == 0 and recap(again.proc)["changed"] == 0, again
+    assert real_writes(cluster, mark) == []
+    assert helm_releases(cluster, helm, ns)[0]["revision"] == "1"
+    return again
+
+
 def task_line(play, name):
     """The line after a task's banner: its status (ok:, changed:, skipping:)."""
     parts = play.output.split(name + "]")
@@ -146,12 +166,7 @@ def test_helm_install_from_a_local_chart_waits_and_is_skipped_at_that_version(ow
     cluster = own_cluster
     install = role(chart, version)
 
-    # Check mode predicts the install and writes nothing.
-    mark = cluster.audit_mark()
-    check = run_play(cluster, [install], check=True)
-    assert recap(check.proc)["failed"] == 0 and recap(check.proc)["changed"] >= 1, check
-    assert real_writes(cluster, mark) == []
-    assert helm_releases(cluster, helm) == []
+    check_mode_writes_nothing(cluster, helm, install, NS)
 
     play = run_play(cluster, [install])
     assert recap(play.proc)["failed"] == 0, play
@@ -178,13 +193,9 @@ def test_helm_install_from_a_local_chart_waits_and_is_skipped_at_that_version(ow
         conds = cluster.get_json("crd", crd)["status"]["conditions"]
         assert [c["status"] for c in conds if c["type"] == "Established"] == ["True"], crd
 
-    # Installed at that version: nothing is installed again, nothing is written, the release stays at revision 1.
-    mark = cluster.audit_mark()
-    again = run_play(cluster, [install])
-    assert recap(again.proc)["failed"] == 0 and recap(again.proc)["changed"] == 0, again
+    # Installed at that version: the role does not even call helm.
+    again = rerun_changes_nothing(cluster, helm, install, NS)
     assert "Install cert-manager with Helm | %s]" % version not in again.output, again
-    assert real_writes(cluster, mark) == []
-    assert helm_releases(cluster, helm)[0]["revision"] == "1"
 
 
 def test_eso_helm_install_from_a_local_chart_waits_for_the_charts_deployments(own_cluster, helm_tools):
@@ -192,12 +203,8 @@ def test_eso_helm_install_from_a_local_chart_waits_for_the_charts_deployments(ow
     cluster = own_cluster
     install = eso_role(chart, version)
 
-    mark = cluster.audit_mark()
-    check = run_play(cluster, [install], check=True)
-    assert recap(check.proc)["failed"] == 0 and recap(check.proc)["changed"] >= 1, check
+    check = check_mode_writes_nothing(cluster, helm, install, ESO_NS)
     assert "External Secrets Operator is not installed yet" in check.output, check
-    assert real_writes(cluster, mark) == []
-    assert helm_releases(cluster, helm, ESO_NS) == []
 
     play = run_play(cluster, [install])
     assert recap(play.proc)["failed"] == 0, play
@@ -225,12 +232,8 @@ def test_eso_helm_install_from_a_local_chart_waits_for_the_charts_deployments(ow
         assert established == ["True"], crd["metadata"]["name"]
         assert crd["metadata"].get("annotations", {}).get("meta.helm.sh/release-name") == ESO_RELEASE, crd["metadata"]
 
-    # Same chart and values: kubernetes.core.helm upgrades nothing, nothing is written.
-    mark = cluster.audit_mark()
-    again = run_play(cluster, [install])
-    assert recap(again.proc)["failed"] == 0 and recap(again.proc)["changed"] == 0, again
-    assert real_writes(cluster, mark) == []
-    assert helm_releases(cluster, helm, ESO_NS)[0]["revision"] == "1"
+    # Same chart and values: kubernetes.core.helm upgrades nothing.
+    rerun_changes_nothing(cluster, helm, install, ESO_NS)
 
 
 def test_gpu_operator_helm_install_carries_the_driver_and_toolkit_toggles(own_cluster, helm_tools):
@@ -241,11 +244,7 @@ def test_gpu_operator_helm_install_carries_the_driver_and_toolkit_toggles(own_cl
     install = gpu_role(chart, gpu_runtime_gpu_operator_values={"devicePlugin": {"env": [
         {"name": "FAIL_ON_INIT_ERROR", "value": "false"}]}})
 
-    mark = cluster.audit_mark()
-    check = run_play(cluster, [install], check=True)
-    assert recap(check.proc)["failed"] == 0 and recap(check.proc)["changed"] >= 1, check
-    assert real_writes(cluster, mark) == []
-    assert helm_releases(cluster, helm, GPU_NS) == []
+    check_mode_writes_nothing(cluster, helm, install, GPU_NS)
 
     play = run_play(cluster, [install])
     assert recap(play.proc)["failed"] == 0, play
@@ -262,11 +261,7 @@ def test_gpu_operator_helm_install_carries_the_driver_and_toolkit_toggles(own_cl
     assert available and available[0]["status"] == "True", operator["status"]
     assert cluster.get_json("runtimeclass", "t-helm-nvidia")["handler"] == "nvidia"
 
-    mark = cluster.audit_mark()
-    again = run_play(cluster, [install])
-    assert recap(again.proc)["failed"] == 0 and recap(again.proc)["changed"] == 0, again
-    assert real_writes(cluster, mark) == []
-    assert helm_releases(cluster, helm, GPU_NS)[0]["revision"] == "1"
+    rerun_changes_nothing(cluster, helm, install, GPU_NS)
 
 
 def test_the_site_run_gives_helm_the_playbooks_connection(own_cluster, helm_tools):
