@@ -96,8 +96,8 @@ build_trivy() {
 }
 
 # helm 3 and the cert-manager, External Secrets and GPU Operator charts: the cert_manager, external_secrets
-# and gpu_runtime roles' helm installs, tested against a cluster of their own (tests/integration/test_helm_install.py). No chart
-# repository is reachable from these machines.
+# and gpu_runtime roles' helm installs, tested against a cluster of their own
+# (tests/integration/test_helm_install.py). No chart repository is reachable from these machines.
 build_helm() {
   build_part "helm $HELM_VERSION" "$HELM_VERSION" "$HELM_BIN" _build_helm
   # "chart1": the layout of the output folder (Chart.yaml and templates/crds.yaml written here).

@@ -94,6 +94,18 @@ class Cluster(object):
         return events
 
 
+def build_tools(*names):
+    """The values of scripts/lib/build.sh settings (tool folders, charts, versions) once its build_tools has run:
+    it returns at once when the test tools are built, builds them when not, and waits while another process builds
+    them (scripts/test starts that build at its beginning)."""
+    script = ("source scripts/lib/common.sh && source scripts/lib/build.sh && build_tools >&2 && printf '%s\\n' "
+              + " ".join('"$%s"' % n for n in names))
+    proc = subprocess.run(["bash", "-c", script], cwd=str(ROOT), capture_output=True, text=True, timeout=2400,
+                          check=False)
+    assert proc.returncode == 0, "scripts/lib/build.sh build_tools failed:\n" + proc.stderr[-3000:]
+    return proc.stdout.splitlines()
+
+
 @pytest.fixture(scope="session")
 def cluster():
     started = subprocess.run([CLUSTER, "status"], capture_output=True, check=False).returncode != 0

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import CLUSTER, ROOT, Cluster
+from conftest import CLUSTER, Cluster, build_tools
 from playbook import recap, run_play, run_playbook, writes
 
 ROLE = "nimguard.k8s.cert_manager"
@@ -39,12 +39,10 @@ CRDS = ["certificates.cert-manager.io", "certificaterequests.cert-manager.io", "
 def helm_tools():
     """{helm, cm_chart, cm_version, eso_chart, eso_version, gpu_chart}: built or found in $CACHE/bin by the scripts'
     own step."""
-    script = ('source scripts/lib/common.sh && source scripts/lib/build.sh && build_tools >&2 && echo "$HELM_BIN/helm" '
-              '"$CERTMANAGER_CHART" "$CERTMANAGER_VERSION" "$ESO_CHART" "$ESO_VERSION" "$GPU_OPERATOR_CHART"')
-    proc = subprocess.run(["bash", "-c", script], cwd=str(ROOT), capture_output=True, text=True, timeout=2400,
-                          check=False)
-    assert proc.returncode == 0, "scripts/lib/build.sh build_tools failed:\n" + proc.stderr[-3000:]
-    return dict(zip(["helm", "cm_chart", "cm_version", "eso_chart", "eso_version", "gpu_chart"], proc.stdout.split()))
+    found = dict(zip(["helm", "cm_chart", "cm_version", "eso_chart", "eso_version", "gpu_chart"], build_tools(
+        "HELM_BIN", "CERTMANAGER_CHART", "CERTMANAGER_VERSION", "ESO_CHART", "ESO_VERSION", "GPU_OPERATOR_CHART")))
+    found["helm"] = os.path.join(found["helm"], "helm")
+    return found
 
 
 def _bindable(*ports):

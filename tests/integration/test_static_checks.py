@@ -17,6 +17,7 @@ import yaml
 from ansible_collections.nimguard.k8s.plugins.module_utils import render
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import _service_defaults
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import validator_for
+from conftest import build_tools
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNTIME_CLASS = "nimguard-static-nvidia"
@@ -159,12 +160,7 @@ def test_restricted_admission_really_refuses(cluster, namespace):
 
 
 def tool_path(var, suffix=""):
-    """A test tool of scripts/lib/build.sh, built first when it is not (or waited for while another process
-    builds it: scripts/test starts the build at its beginning)."""
-    proc = subprocess.run(["bash", "-c", "source scripts/lib/common.sh; source scripts/lib/build.sh; build_tools >&2; "
-                           "echo $%s" % var], cwd=ROOT, capture_output=True, text=True, timeout=2400, check=False)
-    assert proc.returncode == 0, "scripts/lib/build.sh build_tools failed:\n" + proc.stderr[-3000:]
-    out = proc.stdout.strip() + suffix
+    out = build_tools(var)[0] + suffix
     assert os.access(out, os.X_OK), "%s missing after build_tools" % out
     return out
 
