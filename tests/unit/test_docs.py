@@ -1,5 +1,5 @@
 """The documentation pages generated from the sources are current, and the playbooks page names every
-variable a playbook reads with a default (its inputs)."""
+variable a playbook reads with a default (its inputs); role defaults and argument specs agree."""
 
 import glob
 import os
@@ -27,6 +27,25 @@ def test_every_role_variable_is_on_its_page():
             for ep in yaml.safe_load(f)["argument_specs"].values():
                 for var in ep.get("options") or {}:
                     assert "| `%s` |" % var in page, (role, var)
+
+
+def test_role_defaults_match_their_argument_specs():
+    """Each role default is a documented option of some entry point, and a documented default is the
+    default's value (a templated default, resolved at run time, is described in words instead)."""
+    for spec_path in glob.glob(os.path.join(ROOT, "roles", "*", "meta", "argument_specs.yml")):
+        role_dir = os.path.dirname(os.path.dirname(spec_path))
+        with open(spec_path) as f:
+            entry_points = yaml.safe_load(f)["argument_specs"].values()
+        with open(os.path.join(role_dir, "defaults", "main.yml")) as f:
+            defaults = yaml.safe_load(f) or {}
+        options = {}
+        for ep in entry_points:
+            for name, spec in (ep.get("options") or {}).items():
+                assert options.setdefault(name, spec) == spec, (role_dir, name, "documented twice, differently")
+        assert sorted(set(defaults) - set(options)) == [], (role_dir, "defaults missing from argument_specs")
+        for name, value in defaults.items():
+            if not (isinstance(value, str) and "{{" in value):
+                assert options[name].get("default") == value, (role_dir, name)
 
 
 def sections(page):
