@@ -50,10 +50,15 @@ _build_etcd() {
     go build -trimpath -ldflags "-s -w" -o "$1/etcd" go.etcd.io/etcd/server/v3
 }
 
-_build_goinstall() {  # _build_goinstall PKG@VERSION [env...] OUT
+# Add-ons and test tools compile without inlining: a quarter less CPU on a cold build (crictl: 140 s of
+# CPU against 187 s; -N, no optimisation, saves nothing more) for code that idles or runs briefly in the
+# tests. The control plane (k8s, etcd, kube-proxy), which every test waits on, stays fully optimised.
+LEAN_GCFLAGS=-gcflags=all=-l
+
+_build_goinstall() {  # _build_goinstall PKG@VERSION [env...] OUT: an add-on or test tool
   local pkg=$1; shift
   local out=${!#}
-  env GOBIN="$out" "${@:1:$#-1}" go install -trimpath -ldflags "-s -w" "$pkg"
+  env GOBIN="$out" "${@:1:$#-1}" go install -trimpath "$LEAN_GCFLAGS" -ldflags "-s -w" "$pkg"
 }
 
 K8S_BIN=$CACHE/bin/k8s-$K8S_VERSION
@@ -123,7 +128,7 @@ _build_helm() {
   for p in pkg/lint/rules pkg/chartutil; do
     ld+=" -X $m/$p.k8sVersionMajor=1 -X $m/$p.k8sVersionMinor=$minor"
   done
-  env GOBIN="$1" CGO_ENABLED=0 go install -trimpath -ldflags "$ld" "$m/cmd/helm@$HELM_VERSION"
+  env GOBIN="$1" CGO_ENABLED=0 go install -trimpath "$LEAN_GCFLAGS" -ldflags "$ld" "$m/cmd/helm@$HELM_VERSION"
 }
 
 # The chart as cert-manager's release tooling makes it from deploy/charts/cert-manager of the module: a

@@ -19,7 +19,7 @@ certmanager_COMPONENTS=(certmanager-http01-proxy cert-manager pebble)
 _build_certmanager() {  # the controller, and the CRDs from the same module next to it (`up` needs no module cache)
   local v=github.com/cert-manager/cert-manager/pkg/util dir f
   cd "$CERTMANAGER_MODULE" &&
-    go build -trimpath -ldflags "-s -w -X $v.AppVersion=$CERTMANAGER_VERSION -X $v.AppGitState=clean" \
+    go build -trimpath "$LEAN_GCFLAGS" -ldflags "-s -w -X $v.AppVersion=$CERTMANAGER_VERSION -X $v.AppGitState=clean" \
       -o "$1/cert-manager-controller" github.com/cert-manager/cert-manager/cmd/controller &&
     dir=$(go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) || return 1
   # The module's CRDs are Helm templates: fill the labels, drop the template-only lines; the files have no
