@@ -18,10 +18,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "integration: needs the local Kubernetes cluster (scripts/cluster up)")
 
 
+# Last: the files whose tests use Trivy or kube-score, which a cold run builds while the other tests run.
+LATE = ("test_static_checks.py", "test_image_scan.py")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.fspath.basename in LATE)  # stable: the order stays within each group
 
 
 def _cluster_env(extra_env=None):
@@ -94,11 +99,12 @@ class Cluster(object):
         return events
 
 
-def build_tools(*names):
-    """The values of scripts/lib/build.sh settings (tool folders, charts, versions) once its build_tools has run:
-    it returns at once when the test tools are built, builds them when not, and waits while another process builds
-    them (scripts/test starts that build at its beginning)."""
-    script = ("source scripts/lib/common.sh && source scripts/lib/build.sh && build_tools >&2 && printf '%s\\n' "
+def build_tools(*names, tools=()):
+    """The values of scripts/lib/build.sh settings (tool folders, charts, versions) once its build_tools has built
+    `tools` (helm, kube-score, trivy; none: only read the settings): it returns at once when they are built, builds
+    them when not, and waits while another process builds them (scripts/test starts that build at its beginning)."""
+    build = "build_tools %s >&2 && " % " ".join(tools) if tools else ""
+    script = ("source scripts/lib/common.sh && source scripts/lib/build.sh && " + build + "printf '%s\\n' "
               + " ".join('"$%s"' % n for n in names))
     proc = subprocess.run(["bash", "-c", script], cwd=str(ROOT), capture_output=True, text=True, timeout=2400,
                           check=False)

@@ -40,7 +40,8 @@ def helm_tools():
     """{helm, cm_chart, cm_version, eso_chart, eso_version, gpu_chart}: built or found in $CACHE/bin by the scripts'
     own step."""
     found = dict(zip(["helm", "cm_chart", "cm_version", "eso_chart", "eso_version", "gpu_chart"], build_tools(
-        "HELM_BIN", "CERTMANAGER_CHART", "CERTMANAGER_VERSION", "ESO_CHART", "ESO_VERSION", "GPU_OPERATOR_CHART")))
+        "HELM_BIN", "CERTMANAGER_CHART", "CERTMANAGER_VERSION", "ESO_CHART", "ESO_VERSION", "GPU_OPERATOR_CHART",
+        tools=["helm"])))
     found["helm"] = os.path.join(found["helm"], "helm")
     return found
 

@@ -26,7 +26,7 @@ TODAY = datetime.date.today()
 
 
 def trivy_bin():
-    return tool_path("TRIVY_BIN", "/trivy")
+    return tool_path("TRIVY_BIN", "/trivy", "trivy")
 
 
 TRIVY_OFFLINE = ["--quiet", "--skip-db-update", "--skip-java-db-update", "--skip-check-update", "--offline-scan",

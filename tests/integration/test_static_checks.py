@@ -159,8 +159,8 @@ def test_restricted_admission_really_refuses(cluster, namespace):
 # (b) static checkers
 
 
-def tool_path(var, suffix=""):
-    out = build_tools(var)[0] + suffix
+def tool_path(var, suffix="", tool=None):
+    out = build_tools(var, tools=[tool] if tool else [])[0] + suffix
     assert os.access(out, os.X_OK), "%s missing after build_tools" % out
     return out
 
@@ -176,8 +176,8 @@ def manifests(tmp_path_factory):
 
 def kube_score(folder):
     files = sorted(str(p) for p in folder.iterdir())
-    proc = subprocess.run([tool_path("KUBE_SCORE_BIN", "/kube-score"), "score", "--output-format", "json"] + files,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run([tool_path("KUBE_SCORE_BIN", "/kube-score", "kube-score"), "score", "--output-format", "json"]
+                          + files, capture_output=True, text=True, timeout=300, check=False)
     assert proc.stdout.strip().startswith("["), proc.stderr
     found = []
     for obj in json.loads(proc.stdout):
@@ -202,7 +202,7 @@ def checkov(folder):
 
 def trivy_config(folder, tmp_path):
     out = tmp_path / "trivy.json"
-    proc = subprocess.run([tool_path("TRIVY_BIN", "/trivy"), "config", "--quiet", "--skip-check-update",
+    proc = subprocess.run([tool_path("TRIVY_BIN", "/trivy", "trivy"), "config", "--quiet", "--skip-check-update",
                            "--cache-dir", str(tmp_path / "cache"), "--format", "json", "--output", str(out),
                            str(folder)], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
