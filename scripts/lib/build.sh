@@ -83,16 +83,13 @@ build_cluster() {
     _build_goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 }
 
-# What the tests run beside the cluster: each test that needs one calls this first (it returns at once
-# when they are built, and waits when another process is building them).
-# build_tools [helm|kube-score|trivy]...: the named test tools (default all), so a test waits only for
-# the one it uses.
+# build_tools helm|kube-score|trivy...: the test tools the tests run beside the cluster. A test calls it
+# with the one it uses: it returns at once when built, and waits only for that one when another process
+# is building it.
 build_tools() {
   command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
-  local t tools=("$@")
-  # Default: in the order the tests need them (test_helm_install, then test_image_scan and test_static_checks).
-  ((${#tools[@]})) || tools=(helm kube-score trivy)
-  for t in "${tools[@]}"; do
+  local t
+  for t in "$@"; do
     case $t in
       helm) build_helm ;;
       kube-score) build_part "kube-score $KUBE_SCORE_VERSION" "$KUBE_SCORE_VERSION" "$KUBE_SCORE_BIN" \

@@ -6,18 +6,19 @@
 # copied next to the binary so `up` needs no module cache).
 
 ESO_BIN=$CACHE/bin/eso-$ESO_VERSION
+ESO_MODULE=$ROOT/scripts/localcluster/eso
 ESO_COMPONENTS=(external-secrets)
 
 # The module's source is copied into the build folder with our provider and generator lists
 # (scripts/localcluster/eso/trim) in place of its own, and built through a replace directive: go build
 # cannot overlay files of the module cache. The copy is deleted once built.
 _build_eso() {
-  local out=$1 dir src=$1/src mod=$1/mod eso=$ROOT/scripts/localcluster/eso
-  dir=$(cd "$eso" && go list -m -f '{{.Dir}}' github.com/external-secrets/external-secrets) &&
+  local out=$1 dir src=$1/src mod=$1/mod
+  dir=$(cd "$ESO_MODULE" && go list -m -f '{{.Dir}}' github.com/external-secrets/external-secrets) &&
     cp -r "$dir" "$src" && chmod -R u+w "$src" &&
-    cp "$eso/trim/providers.go" "$src/pkg/provider/register/register.go" &&
-    cp "$eso/trim/generators.go" "$src/pkg/generator/register/register.go" &&
-    mkdir "$mod" && cp "$eso/go.mod" "$eso/go.sum" "$mod/" &&
+    cp "$ESO_MODULE/trim/providers.go" "$src/pkg/provider/register/register.go" &&
+    cp "$ESO_MODULE/trim/generators.go" "$src/pkg/generator/register/register.go" &&
+    mkdir "$mod" && cp "$ESO_MODULE/go.mod" "$ESO_MODULE/go.sum" "$mod/" &&
     (cd "$mod" && go mod edit -replace "github.com/external-secrets/external-secrets=$src" &&
       go build -trimpath "$LEAN_GCFLAGS" -ldflags "-s -w" -o "$out/external-secrets" \
         github.com/external-secrets/external-secrets) &&
@@ -26,9 +27,8 @@ _build_eso() {
 }
 
 eso_build() {
-  local eso=$ROOT/scripts/localcluster/eso
-  build_part "external-secrets $ESO_VERSION" "$ESO_VERSION-$(_key "$eso"/go.{mod,sum} "$eso"/trim/*.go)" "$ESO_BIN" \
-    _build_eso
+  build_part "external-secrets $ESO_VERSION" "$ESO_VERSION-$(_key "$ESO_MODULE"/go.{mod,sum} "$ESO_MODULE"/trim/*.go)" \
+    "$ESO_BIN" _build_eso
 }
 
 _eso_crds_established() {  # every CRD of the bundle (20 in v0.16.2) Established
