@@ -79,8 +79,22 @@ build_cluster() {
     "$K8S_VERSION-$(_key "$ROOT"/scripts/localcluster/k8s/go.{mod,sum})" "$K8S_BIN" _build_k8s
   build_part "etcd $ETCD_VERSION" "$ETCD_VERSION-$(_key "$ROOT"/scripts/localcluster/etcd/go.{mod,sum})" \
     "$ETCD_BIN" _build_etcd
-  build_part "kwok $KWOK_VERSION" "$KWOK_VERSION" "$KWOK_BIN" \
-    _build_goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # "stages1": the layout of the output folder (the stages beside the binary).
+  build_part "kwok $KWOK_VERSION" "$KWOK_VERSION-stages1" "$KWOK_BIN" _build_kwok
+}
+
+# KWOK ships no built-in stages: the ones in its module (kustomize/stage) are copied next to the binary,
+# so `up` reads no module cache. The heartbeat stage renews node Leases (--node-lease-duration-seconds);
+# without it the node controller marks the fake nodes Unknown after the grace period and their pods
+# NotReady, and KWOK never readies them again.
+KWOK_STAGES=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+  pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml)
+_build_kwok() {
+  local dir f
+  _build_goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1" &&
+    dir=$(go_module "sigs.k8s.io/kwok@$KWOK_VERSION" Dir) || return 1
+  mkdir -p "$1/stages"
+  for f in "${KWOK_STAGES[@]}"; do cp "$dir/kustomize/stage/$f" "$1/stages/${f//\//-}" || return 1; done
 }
 
 # build_tools helm|kube-score|trivy...: the test tools the tests run beside the cluster. A test calls it
@@ -120,15 +134,28 @@ build_helm() {
     "${GPU_OPERATOR_CHART%/*}" _build_gpu_operator_chart
 }
 
-_go_mod_download() {  # _go_mod_download MODULE@VERSION FIELD: fetch into the module cache, print FIELD (Dir, GoMod)
-  (cd / && go mod download -json "$1") | python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+# go_module MODULE[@VERSION] FIELD [DIR]: fetch MODULE into the module cache and print FIELD of
+# `go mod download -json` (Dir, GoMod). Without @VERSION, the version DIR's go.mod requires. Every recipe
+# that reads a module's files asks here: `go list -m -f {{.Dir}}` prints nothing for a module that is not
+# downloaded yet, so a recipe built on it works only on a warm cache (the cold External Secrets build broke
+# that way). tests/buildscripts/test_cold_build.py runs every recipe on an empty module cache.
+go_module() {
+  local json
+  json=$(cd "${3:-/}" && go mod download -json "$1") || { log "go mod download $1 failed: $json"; return 1; }
+  python3 -c '
+import json, os, sys
+m = json.loads(sys.argv[1])
+v = m.get(sys.argv[2])
+if m.get("Error") or not v or not os.path.exists(v):
+    sys.exit("go mod download %s: no %s (%s)" % (sys.argv[3], sys.argv[2], m.get("Error", "not downloaded")))
+print(v)' "$json" "$2" "$1"
 }
 
 # The version ldflags of helm's Makefile: kubernetes.core.helm parses `helm version`, and `helm template`
 # and `helm lint` assume (without a cluster) the Kubernetes minor of helm's client-go.
 _build_helm() {
   local m=helm.sh/helm/v3 gomod minor p ld
-  gomod=$(_go_mod_download "$m@$HELM_VERSION" GoMod) || return 1
+  gomod=$(go_module "$m@$HELM_VERSION" GoMod) || return 1
   minor=$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$gomod")
   [[ -n $minor ]] || { log "no k8s.io/client-go in $gomod"; return 1; }
   ld="-s -w -X $m/internal/version.version=$HELM_VERSION -X $m/internal/version.gitTreeState=clean"
@@ -144,7 +171,7 @@ _build_helm() {
 # are copied, nothing is built.
 _build_certmanager_chart() {
   local dir chart=$1/cert-manager f
-  dir=$(_go_mod_download "github.com/cert-manager/cert-manager@$CERTMANAGER_VERSION" Dir) || return 1
+  dir=$(go_module "github.com/cert-manager/cert-manager@$CERTMANAGER_VERSION" Dir) || return 1
   cp -r "$dir/deploy/charts/cert-manager" "$chart" && chmod -R u+w "$chart" || return 1
   rm -f "$chart"/Chart.template.yaml "$chart"/README.template.md "$chart"/signkey_annotation.txt
   # The templates read .Chart.Name (names, the helm.sh/chart label), .Chart.Version (that label) and
@@ -177,7 +204,7 @@ EOF
 # v0.16) behind installCRDs, as hack/helm.generate.sh does. Files are copied, nothing is built.
 _build_eso_chart() {
   local dir chart=$1/external-secrets
-  dir=$(_go_mod_download "github.com/external-secrets/external-secrets@$ESO_VERSION" Dir) || return 1
+  dir=$(go_module "github.com/external-secrets/external-secrets@$ESO_VERSION" Dir) || return 1
   cp -r "$dir/deploy/charts/external-secrets" "$chart" && chmod -R u+w "$chart" || return 1
   rm -rf "$chart"/Chart.lock "$chart"/templates/crds "$chart"/tests "$chart"/ci
   cat > "$chart/Chart.yaml" <<EOF
@@ -201,6 +228,6 @@ EOF
 # charts/): copied as it is.
 _build_gpu_operator_chart() {
   local dir
-  dir=$(_go_mod_download "github.com/NVIDIA/gpu-operator@$GPU_OPERATOR_MODULE_VERSION" Dir) || return 1
+  dir=$(go_module "github.com/NVIDIA/gpu-operator@$GPU_OPERATOR_MODULE_VERSION" Dir) || return 1
   cp -r "$dir/deployments/gpu-operator" "$1/gpu-operator" && chmod -R u+w "$1/gpu-operator"
 }

@@ -21,7 +21,7 @@ _build_certmanager() {  # the controller, and the CRDs from the same module next
   cd "$CERTMANAGER_MODULE" &&
     go build -trimpath "$LEAN_GCFLAGS" -ldflags "-s -w -X $v.AppVersion=$CERTMANAGER_VERSION -X $v.AppGitState=clean" \
       -o "$1/cert-manager-controller" github.com/cert-manager/cert-manager/cmd/controller &&
-    dir=$(go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager) || return 1
+    dir=$(go_module github.com/cert-manager/cert-manager Dir "$CERTMANAGER_MODULE") || return 1
   # The module's CRDs are Helm templates: fill the labels, drop the template-only lines; the files have no
   # document markers of their own.
   for f in "$dir"/deploy/crds/crd-*.yaml; do

@@ -14,7 +14,7 @@ ESO_COMPONENTS=(external-secrets)
 # cannot overlay files of the module cache. The copy is deleted once built.
 _build_eso() {
   local out=$1 dir src=$1/src mod=$1/mod
-  dir=$(cd "$ESO_MODULE" && go list -m -f '{{.Dir}}' github.com/external-secrets/external-secrets) &&
+  dir=$(go_module github.com/external-secrets/external-secrets Dir "$ESO_MODULE") &&
     cp -r "$dir" "$src" && chmod -R u+w "$src" &&
     cp "$ESO_MODULE/trim/providers.go" "$src/pkg/provider/register/register.go" &&
     cp "$ESO_MODULE/trim/generators.go" "$src/pkg/generator/register/register.go" &&
