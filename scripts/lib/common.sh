@@ -7,7 +7,7 @@ KWOK_VERSION=v0.8.0
 KUBE_SCORE_VERSION=v1.20.0
 TRIVY_VERSION=v0.74.0
 # The certmanager add-on's controller and the chart that tests the cert_manager role's helm install
-# (scripts/lib/build.sh, both from the module github.com/cert-manager/cert-manager at this version).
+# (scripts/localcluster/build.sh, both from the module github.com/cert-manager/cert-manager at this version).
 CERTMANAGER_VERSION=v1.11.5
 # The eso add-on's controller and the chart that tests the external_secrets role's helm install (the module
 # github.com/external-secrets/external-secrets): v0.16.2 is the newest release that is one Go module (later
@@ -59,10 +59,10 @@ link_collection() {
 # APT_PACKAGES+=(jq). openssl: certificates. rsync: copies of the tree for ansible-test. git: file
 # lists for sanity and shellcheck. shellcheck: used by `scripts/test shellcheck` and ansible-test.
 APT_PACKAGES=(openssl rsync shellcheck git ca-certificates)
-# The real node and its test images (scripts/lib/images.sh): containerd, runc, and a static busybox
+# The real node and its test images (scripts/localcluster/images.sh): containerd, runc, and a static busybox
 # for the fake NIM image's shell.
 APT_PACKAGES+=(containerd runc busybox-static)
-# The real node's pod network (scripts/lib/addons/node.sh): CNI bridge, host-local and loopback
+# The real node's pod network (scripts/localcluster/addons/node.sh): CNI bridge, host-local and loopback
 # plugins; iptables and ipset for kube-proxy and kube-router's NetworkPolicy firewall.
 APT_PACKAGES+=(containernetworking-plugins iptables ipset)
 

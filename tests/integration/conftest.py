@@ -100,15 +100,15 @@ class Cluster(object):
 
 
 def build_tools(*names, tools=()):
-    """The values of scripts/lib/build.sh settings (tool folders, charts, versions) once its build_tools has built
+    """The values of scripts/localcluster/build.sh settings (tool folders, charts, versions) once its build_tools has built
     `tools` (helm, kube-score, trivy; none: only read the settings): it returns at once when they are built, builds
     them when not, and waits while another process builds them (scripts/test starts that build at its beginning)."""
     build = "build_tools %s >&2 && " % " ".join(tools) if tools else ""
-    script = ("source scripts/lib/common.sh && source scripts/lib/build.sh && " + build + "printf '%s\\n' "
+    script = ("source scripts/lib/common.sh && source scripts/localcluster/build.sh && " + build + "printf '%s\\n' "
               + " ".join('"$%s"' % n for n in names))
     proc = subprocess.run(["bash", "-c", script], cwd=str(ROOT), capture_output=True, text=True, timeout=2400,
                           check=False)
-    assert proc.returncode == 0, "scripts/lib/build.sh build_tools failed:\n" + proc.stderr[-3000:]
+    assert proc.returncode == 0, "scripts/localcluster/build.sh build_tools failed:\n" + proc.stderr[-3000:]
     return proc.stdout.splitlines()
 
 

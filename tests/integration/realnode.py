@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end tests on the local cluster's real node (scripts/lib/addons/node.sh):
+"""Helpers for the end-to-end tests on the local cluster's real node (scripts/localcluster/addons/node.sh):
 pods pinned to it, one-shot client pods running the fake NIM image's client, waits bounded in time."""
 
 import json
@@ -32,7 +32,7 @@ def real_node(cluster):
     name = cluster.env.get("NIMGUARD_REAL_NODE")
     if not name:
         pytest.skip("the local cluster runs without its real node: the `node` add-on is not in NIMGUARD_ADDONS "
-                    "(scripts/lib/addons/node.sh; CI runs with it)")
+                    "(scripts/localcluster/addons/node.sh; CI runs with it)")
     ready = cluster.kubectl("get", "node", name, "-o",
                             "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}").stdout
     assert ready == "True", "the real node %s is not Ready" % name

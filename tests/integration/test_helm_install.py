@@ -1,5 +1,5 @@
 """The cert_manager, external_secrets and gpu_runtime roles' helm installs for real: helm 3 built from the Go module
-proxy and each project's own chart from its Go module (scripts/lib/build.sh build_tools), installed as local
+proxy and each project's own chart from its Go module (scripts/localcluster/build.sh build_tools), installed as local
 charts (helm repo URL "", the air-gapped way) on a local cluster of their own.
 
 Its own cluster, without add-ons: the charts' ValidatingWebhookConfigurations send every cert-manager and ESO

@@ -1,5 +1,5 @@
 """End to end on the local cluster's real node (kubelet, containerd, runc, bridge CNI, kube-proxy and
-kube-router's NetworkPolicy firewall; scripts/lib/addons/node.sh) with the fake NIM image
+kube-router's NetworkPolicy firewall; scripts/localcluster/addons/node.sh) with the fake NIM image
 (scripts/localcluster/testimages): what the hardened pod spec promises, proven by running it. The fake
 NIM reports the key's source and a short hash (never the key), the secret-looking variable names of
 its own environment, and the CA bundle's subjects. Skipped, with the reason, when the cluster runs

@@ -1,4 +1,4 @@
-"""The real node's test images (scripts/lib/images.sh, scripts/localcluster/testimages), proven without
+"""The real node's test images (scripts/localcluster/images.sh, scripts/localcluster/testimages), proven without
 the cluster: the Go tests, reproducible archives, the fake NIM binary as an arbitrary non-root uid, and,
 where Debian's containerd is installed, the images imported into a private containerd and run with a
 read-only root filesystem, including the collection's own rendered commands (file delivery wrapper and
@@ -95,7 +95,7 @@ def test_go_tests_pass():
 
 def test_archives_are_reproducible(images, tmp_path):
     """A second assembly from a fresh staging folder gives the same bytes, hence the same digests."""
-    script = ('source scripts/lib/common.sh; source scripts/lib/build.sh; source scripts/lib/images.sh; '
+    script = ('source scripts/lib/common.sh; source scripts/localcluster/build.sh; source scripts/localcluster/images.sh; '
               '_images_paths; _mkimages "$1"')
     run(["bash", "-c", script, "-", str(tmp_path)], cwd=ROOT)
     for name in ("pause", "fakenim"):

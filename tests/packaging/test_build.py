@@ -18,7 +18,7 @@ from buildtools import BIN, ROOT, run
 # Test infrastructure: the local cluster and its scripts, CI, caches, test outputs, test-only
 # requirements, and what needs the local cluster to run.
 FORBIDDEN = re.compile(r"""^(
-    scripts/ | \.ci/ | \.git/ | \.ansible/ | \.cache/ | \.pytest_cache/ | \.venv/ | dist/ | context/
+    scripts/ | tools/ | inventories/local/ | \.ci/ | \.git/ | \.ansible/ | \.cache/ | \.pytest_cache/ | \.venv/ | dist/ | context/
   | tests/ | extensions/molecule/default/
   | .*/__pycache__/ | .*\.pyc$ | .*\.tar\.gz$
   | constraints\.txt$ | requirements-test\.txt$ | pytest\.ini$ | execution-environment\.yml$

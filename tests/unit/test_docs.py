@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_generated_pages_are_current():
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "docs.py"), "--check"], capture_output=True,
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "docs.py"), "--check"], capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stderr + proc.stdout
 

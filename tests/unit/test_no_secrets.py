@@ -13,7 +13,7 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-TOOLING = (".secrets.baseline", "scripts/secrets/detectors.py", "scripts/secrets/filters.py")
+TOOLING = (".secrets.baseline", "tools/secrets/detectors.py", "tools/secrets/filters.py")
 
 # Fake values in the shape of each credential, assembled here so this file holds none of them whole.
 FAKE = {

@@ -1,5 +1,5 @@
 // Test images of the local cluster's real node: the fake NIM, the pause process and a stand-in
-// GPU device plugin (no GPU). Built by scripts/lib/images.sh; never part of the collection.
+// GPU device plugin (no GPU). Built by scripts/localcluster/images.sh; never part of the collection.
 module nimguard.local/testimages
 
 go 1.25.0

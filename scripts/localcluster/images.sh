@@ -7,16 +7,16 @@
 #   images_build           build the binaries (cached by the module's content) and the archives
 #   images_import ADDRESS [SNAPSHOTTER]  import into containerd's k8s.io namespace unless there
 #   images_list            print the image refs
-# Sourced after common.sh and build.sh; `bash scripts/lib/images.sh build|import ADDRESS|list`
+# Sourced after common.sh and build.sh; `bash scripts/localcluster/images.sh build|import ADDRESS|list`
 # runs one of them.
 # shellcheck shell=bash
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   set -euo pipefail
   # shellcheck source=scripts/lib/common.sh
-  source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-  # shellcheck source=scripts/lib/build.sh
-  source "$ROOT/scripts/lib/build.sh"
+  source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+  # shellcheck source=scripts/localcluster/build.sh
+  source "$ROOT/scripts/localcluster/build.sh"
 fi
 
 TESTIMAGES_SRC=$ROOT/scripts/localcluster/testimages

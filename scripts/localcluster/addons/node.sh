@@ -34,9 +34,9 @@ NODE_CGROUP=/nimguard-$(printf %s "$STATE" | sha256sum | cut -c1-8)
 NODE_COMPONENTS=(containerd kubelet kube-proxy kube-router fake-gpu-plugin)
 NODE_APT=(containerd runc containernetworking-plugins busybox-static ipset iptables)
 
-# The test images (pause, fakenim) and the stand-in GPU device plugin: scripts/lib/images.sh.
-# shellcheck source=scripts/lib/images.sh
-source "$ROOT/scripts/lib/images.sh"
+# The test images (pause, fakenim) and the stand-in GPU device plugin: scripts/localcluster/images.sh.
+# shellcheck source=scripts/localcluster/images.sh
+source "$ROOT/scripts/localcluster/images.sh"
 
 node_ctr() { ctr --address "$NODE_SOCK" -n k8s.io "$@"; }
 node_crictl() { "$CRICTL_BIN/crictl" --runtime-endpoint "unix://$NODE_SOCK" --timeout 20s "$@"; }
