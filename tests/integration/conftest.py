@@ -1,13 +1,18 @@
 """Fixtures for tests against the embedded local cluster (scripts/cluster): a real API server."""
 
+import atexit
+import datetime
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = str(ROOT / "scripts" / "cluster")
@@ -42,14 +47,61 @@ def _cluster_env(extra_env=None):
     return env
 
 
+def _identity(pki, cn, org, base_kubeconfig, directory):
+    """A client certificate of the cluster CA for user `cn` in group `org`, and a copy of `base_kubeconfig` that
+    uses it. Each test session acts under identities of its own, so the audit log tells its writes from those of
+    anyone else using the same cluster (another session, a helper, a site run)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    ca_cert = x509.load_pem_x509_certificate(open(os.path.join(pki, "ca.crt"), "rb").read())
+    ca_key = serialization.load_pem_private_key(open(os.path.join(pki, "ca.key"), "rb").read(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    crt, pem = os.path.join(directory, cn + ".crt"), os.path.join(directory, cn + ".key")
+    with open(crt, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    cfg = yaml.safe_load(open(base_kubeconfig))
+    for user in cfg["users"]:
+        user["user"] = {"client-certificate": crt, "client-key": pem}
+    path = os.path.join(directory, cn + ".kubeconfig")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(cfg, f)
+    return path
+
+
 class Cluster(object):
     def __init__(self, extra_env=None):
         exported = _cluster_env(extra_env)
-        self.kubeconfig = exported["KUBECONFIG"]
-        self.limited_kubeconfig = exported["NIMGUARD_LIMITED_KUBECONFIG"]
+        self.state = exported["NIMGUARD_STATE"]
+        self.admin_kubeconfig = exported["KUBECONFIG"]
+        # This session's identities: an admin (system:masters, like the cluster's own admin) and a user with no
+        # rights at all (group nimguard:limited has no binding, like the cluster's `limited` user).
+        session = uuid.uuid4().hex[:8]
+        self.user, self.limited_user = "nimguard-test-" + session, "nimguard-limited-" + session
+        self._identity_dir = tempfile.mkdtemp(prefix="nimguard-identity-")
+        atexit.register(shutil.rmtree, self._identity_dir, True)
+        pki = os.path.join(self.state, "pki")
+        self.kubeconfig = _identity(pki, self.user, "system:masters", self.admin_kubeconfig, self._identity_dir)
+        self.limited_kubeconfig = _identity(pki, self.limited_user, "nimguard:limited",
+                                            exported["NIMGUARD_LIMITED_KUBECONFIG"], self._identity_dir)
+        exported.update(KUBECONFIG=self.kubeconfig, K8S_AUTH_KUBECONFIG=self.kubeconfig,
+                        NIMGUARD_LIMITED_KUBECONFIG=self.limited_kubeconfig)
         self.kubectl_path = exported["NIMGUARD_KUBECTL"]
         self.audit_log = exported["NIMGUARD_AUDIT_LOG"]
-        self.state = exported["NIMGUARD_STATE"]
         self.env = dict(os.environ)
         self.env.update(extra_env or {})
         self.env.update(exported)

@@ -1,6 +1,6 @@
 """A fault-injecting TLS proxy in front of the real API server (like toxiproxy, for HTTPS).
 
-Everything is forwarded to the real kube-apiserver with the admin client certificate, except the
+Everything is forwarded to the real kube-apiserver with the test session's client certificate, except the
 requests that match a rule: those get the rule's status and Kubernetes Status body instead, a given
 number of times. The proxy serves a certificate for 127.0.0.1 signed by the cluster's CA, so the
 collection's client talks to it exactly as it talks to the API server."""
@@ -54,7 +54,8 @@ class FaultProxy(object):
         self.seen = []  # (method, path, injected status or None)
         self._lock = threading.Lock()
         up = ssl.create_default_context(cafile=os.path.join(pki, "ca.crt"))
-        up.load_cert_chain(os.path.join(pki, "admin.crt"), os.path.join(pki, "admin.key"))
+        user = cfg["users"][0]["user"]  # the test session's identity, so the audit log names its writes
+        up.load_cert_chain(user["client-certificate"], user["client-key"])
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -70,12 +70,11 @@ def run_play(cluster, tasks, check=False, diff=False, verbosity=0, env=None, ext
 
 
 def writes(cluster, mark, namespace=None):
-    """Mutating requests recorded by the audit log since `mark` (optionally in one namespace)."""
+    """Mutating requests of this test session's identities recorded by the audit log since `mark` (optionally in
+    one namespace). The cluster's own components write too (controllers, the kubelet, KWOK's pod and node status),
+    and so may other sessions sharing the cluster: each acts under identities of its own (conftest.Cluster)."""
     events = cluster.audit_events(mark, verbs=WRITES, namespace=namespace)
-    # the cluster's own components write too (controllers, the kubelet, KWOK's pod and node status): keep the
-    # requests of the identities the tests use
-    return [e for e in events if not e.get("user", {}).get("username", "").startswith("system:")
-            and e.get("user", {}).get("username") != "kwok"]
+    return [e for e in events if e.get("user", {}).get("username") in (cluster.user, cluster.limited_user)]
 
 
 def run_playbook(cluster, playbook, group_vars, args=(), env=None, timeout=600, expect_rc=None):

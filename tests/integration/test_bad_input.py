@@ -219,7 +219,7 @@ def _load_ca(cluster):
 
 def test_expired_client_certificate(cluster, secret_ready, tmp_path):
     ca_cert, ca_key = _load_ca(cluster)
-    cert, key = _cert("nimguard-admin", "system:masters", ca_cert, ca_key, datetime.timedelta(days=-1))
+    cert, key = _cert(cluster.user, "system:masters", ca_cert, ca_key, datetime.timedelta(days=-1))
     kubeconfig = _write_kubeconfig(cluster, tmp_path, cert, key)
     msg = check_fails_cleanly(cluster, secret_ready, "nim_secret", dict(secret()[1], kubeconfig=kubeconfig),
                               ["Fix"])
@@ -232,7 +232,7 @@ def test_certificate_from_another_ca_is_refused_by_tls(cluster, secret_ready, tm
     ca_path = tmp_path / "other-ca.crt"
     ca_path.write_bytes(other_ca.public_bytes(serialization.Encoding.PEM))
     ca_cert, ca_key = _load_ca(cluster)
-    cert, key = _cert("nimguard-admin", "system:masters", ca_cert, ca_key, datetime.timedelta(days=1))
+    cert, key = _cert(cluster.user, "system:masters", ca_cert, ca_key, datetime.timedelta(days=1))
     kubeconfig = _write_kubeconfig(cluster, tmp_path, cert, key, ca_path=ca_path)
     msg = check_fails_cleanly(cluster, secret_ready, "nim_secret", dict(secret()[1], kubeconfig=kubeconfig),
                               ["Fix", "ca_cert"])

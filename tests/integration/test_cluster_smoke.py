@@ -70,3 +70,17 @@ def test_audit_log_records_writes_without_bodies(cluster, namespace):
     assert "probe-value-123" not in text
     assert all(e["level"] == "Metadata" for e in events)
     assert not any("requestObject" in e or "responseObject" in e for e in events)
+
+
+def test_writes_are_this_sessions_own(cluster, namespace):
+    """The tests' write checks count this session's identities only: another identity's writes on the same
+    cluster (a helper's, a site run's, the cluster admin's) are not theirs, and this session's are."""
+    from playbook import writes
+    mark = cluster.audit_mark()
+    cluster.kubectl("create", "configmap", "mine", "-n", namespace)
+    cluster.kubectl("create", "configmap", "other", "-n", namespace, kubeconfig=cluster.admin_kubeconfig)
+    cluster.kubectl("create", "configmap", "denied", "-n", namespace, kubeconfig=cluster.limited_kubeconfig,
+                    check=False)
+    seen = sorted((e["user"]["username"], e["objectRef"].get("name")) for e in writes(cluster, mark, namespace))
+    # (a denied create names no object: the API server refused it before reading the body's name)
+    assert seen == sorted([(cluster.user, "mine"), (cluster.limited_user, None)]), seen

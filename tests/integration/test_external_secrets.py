@@ -195,7 +195,7 @@ def test_manifest_install_applies_the_operator_bundle_server_side_idempotent(eso
     assert again.returncode == 0 and recap(again)["changed"] == 0, again.output[-3000:]
     check = run_role(eso, tmp_path, ["--check"], **settings)
     assert check.returncode == 0 and recap(check)["changed"] == 0, check.output[-3000:]
-    assert [e for e in writes(eso, mark) if e["user"]["username"] == "nimguard-admin"
+    assert [e for e in writes(eso, mark) if e["user"]["username"] == eso.user
             and "dryRun=All" not in e.get("requestURI", "")] == []
 
 

@@ -91,7 +91,7 @@ def test_apiserver_restart_in_the_middle_of_a_site_run_then_a_rerun_converges(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # restart once the run has started writing to the namespace
         if [e for e in cluster.audit_events(mark, verbs={"patch", "create"}, namespace=ns)
-                if e["user"]["username"] == "nimguard-admin"]:
+                if e["user"]["username"] == cluster.user]:
             break
         time.sleep(0.1)
     else:

@@ -195,7 +195,7 @@ def test_service_lifecycle_restricted_idempotent_check_diff_prune(cluster, names
     assert_no_leak(again, CANARY)
     # Reads: one LIST per kind the Deployment's applied-kinds annotation names (no ConfigMap list, no
     # discovery), plus the secret, read by each task: 6 + 2 for 7 objects.
-    uris = [e["requestURI"] for e in cluster.audit_events(mark, verbs={"get", "list"}, user="nimguard-admin")]
+    uris = [e["requestURI"] for e in cluster.audit_events(mark, verbs={"get", "list"}, user=cluster.user)]
     assert len(uris) <= 8, uris
     assert not [u for u in uris if u.startswith("/apis?") or u == "/apis" or "/configmaps" in u], uris
 
