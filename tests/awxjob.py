@@ -1,8 +1,10 @@
 """What AWX / Automation Controller does with this collection's credential types and job templates, for tests
-that cannot reach a controller: validate a credential type as AWX does when it is saved, and inject a credential
+that cannot reach a controller: validate a credential type as AWX does when it is saved, inject a credential
 into a job's private data directory as AWX does when a job starts (CredentialType.inject_credential: a sandboxed
 Jinja2 namespace of the inputs, each file template written to a 0600 file under env/ whose path is
-`tower.filename.<name>`, then the env and extra_vars templates)."""
+`tower.filename.<name>`, then the env and extra_vars templates), and launch a job template: the answers AWX
+accepts (survey variables only when variables are not asked on launch), and the extra variables it writes for the
+job (the template's, survey answers over them marked !unsafe)."""
 
 import glob
 import os
@@ -131,3 +133,72 @@ def inject(ctype, inputs, private_data_dir):
     extra_vars = dict((k, sandbox.from_string(t).render(**namespace))
                       for k, t in (injectors.get("extra_vars") or {}).items())
     return env, extra_vars
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Job templates and launches
+
+
+class LaunchRefused(Exception):
+    """What AWX answers a launch it refuses (HTTP 400), with its reason."""
+
+
+def job_template(jobs, playbook):
+    return next(jt for jt in jobs["job_templates"] if jt["playbook"] == playbook)
+
+
+def combine(base, override):
+    """Ansible's combine(recursive=true): mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = combine(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
+
+
+def template_extra_vars(jobs, template_vars=None):
+    """The extra variables playbooks/awx_setup.yml gives every job template: job_templates.yml's `extra_vars` with
+    the administrator's nimguard_awx_template_vars merged over them."""
+    return combine(jobs["extra_vars"], template_vars or {})
+
+
+def launch(jobs, template, answers):
+    """The survey answers AWX takes for a launch of `template`, defaults filled in; raises LaunchRefused for what
+    AWX refuses: a variable that is no survey question's when variables are not asked on launch, a required question
+    left empty, an answer longer or shorter than the question allows."""
+    questions = [jobs["questions"][q] for q in template["questions"]]
+    variables = set(q["variable"] for q in questions)
+    extra = sorted(set(answers) - variables)
+    if extra and not jobs["launch"]["ask_variables_on_launch"]:
+        raise LaunchRefused("Variables %s provided, but not allowed on launch" % ", ".join(extra))
+    out = {}
+    for q in questions:
+        value = answers.get(q["variable"], q.get("default", ""))
+        if q["required"] and value in ("", None):
+            raise LaunchRefused("'%s' value missing" % q["variable"])
+        if q["type"] in ("text", "textarea", "password") and not q.get("min", 0) <= len(value) <= q.get("max", 1024):
+            raise LaunchRefused("'%s' value %d characters, outside %s to %s"
+                                % (q["variable"], len(value), q["min"], q["max"]))
+        out[q["variable"]] = value
+    return out
+
+
+class Unsafe(str):
+    """A value AWX writes with Ansible's !unsafe tag: never templated in the job."""
+
+
+class _ExtraVarsDumper(yaml.SafeDumper):
+    pass
+
+
+_ExtraVarsDumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+
+
+def write_extravars(private_data_dir, template_vars, answers):
+    """env/extravars as AWX writes it for a launch: the template's extra variables (Jinja allowed: AWX's default
+    ALLOW_JINJA_IN_EXTRA_VARS=template), the survey answers over them, each answer marked !unsafe. ansible-runner
+    passes the file to ansible-playbook as `-e @env/extravars`."""
+    data = dict(template_vars)
+    data.update((k, Unsafe(v)) for k, v in answers.items())
+    os.makedirs(os.path.join(private_data_dir, "env"), exist_ok=True)
+    with open(os.path.join(private_data_dir, "env", "extravars"), "w") as f:
+        yaml.dump(data, f, Dumper=_ExtraVarsDumper, default_flow_style=False)

@@ -77,16 +77,18 @@ def writes(cluster, mark, namespace=None):
     return [e for e in events if e.get("user", {}).get("username") in (cluster.user, cluster.limited_user)]
 
 
-def run_playbook(cluster, playbook, group_vars, args=(), env=None, timeout=600, expect_rc=None):
+def run_playbook(cluster, playbook, group_vars, args=(), env=None, timeout=600, expect_rc=None, python=None):
     """Run one of the collection's playbooks (playbooks/NAME.yml) on a one-cluster inventory like
     inventories/local, with `group_vars` for the `clusters` group; returns the CompletedProcess with a
-    `.output` (stdout + stderr) and the text of the Ansible log file."""
+    `.output` (stdout + stderr) and the text of the Ansible log file. `python`: the interpreter of another
+    environment, whose ansible-playbook runs it (default: this one)."""
+    python = python or sys.executable
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     tmp = tempfile.mkdtemp(prefix="nimguard-site-")
     os.makedirs(os.path.join(tmp, "group_vars"))
     with open(os.path.join(tmp, "hosts.yml"), "w") as f:
         yaml.safe_dump({"clusters": {"hosts": {"local": {
-            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+            "ansible_connection": "local", "ansible_python_interpreter": python}}},
             "gpu_nodes": {"hosts": {}}}, f)
     # The local inventory's image scan setting (off, with its reason) unless the test sets its own.
     with open(os.path.join(root, "inventories", "local", "group_vars", "clusters.yml")) as f:
@@ -94,7 +96,7 @@ def run_playbook(cluster, playbook, group_vars, args=(), env=None, timeout=600, 
     with open(os.path.join(tmp, "group_vars", "clusters.yml"), "w") as f:
         yaml.safe_dump(dict(dict(local, nimguard_kubeconfig=cluster.kubeconfig), **group_vars), f)
     log_path = os.path.join(tmp, "ansible.log")
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", tmp,
+    cmd = [os.path.join(os.path.dirname(python), "ansible-playbook"), "-i", tmp,
            os.path.join(root, "playbooks", playbook)] + list(args)
     run_env = dict(cluster.env, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOG_PATH=log_path)
     run_env.update(env or {})

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from buildtools import BIN, ROOT, run
+import declared
+from declared import BIN, ROOT, run
 
 
 @pytest.fixture(scope="session")
@@ -22,18 +23,15 @@ def clean_env(tmp_path_factory):
     """Only the empty collections path: no ~/.ansible, no collections of the venv's `ansible` package, no
     ansible.cfg, and a Galaxy server that does not answer, so anything reaching for the network fails."""
     home = tmp_path_factory.mktemp("home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(HOME=str(home), ANSIBLE_COLLECTIONS_PATH=str(home / "collections"),
-               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False", ANSIBLE_GALAXY_SERVER="http://127.0.0.1:9/",
-               ANSIBLE_NOCOLOR="1", PYTHONPATH="")
-    return env
+    return declared.isolated_env(home, home / "collections")
 
 
 @pytest.fixture(scope="session")
-def installed(tarball, clean_env):
-    """Path of the installed collection."""
-    run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--offline", str(tarball),
-         "--collections-path", clean_env["ANSIBLE_COLLECTIONS_PATH"]], env=clean_env, cwd=clean_env["HOME"])
+def installed(tarball, clean_env, tmp_path_factory):
+    """Path of the installed collection, installed offline with the collections it declares (galaxy.yml,
+    requirements.yml) and nothing else."""
+    declared.install_declared(tarball, clean_env["ANSIBLE_COLLECTIONS_PATH"], str(tmp_path_factory.mktemp("deps")),
+                              clean_env)
     path = os.path.join(clean_env["ANSIBLE_COLLECTIONS_PATH"], "ansible_collections", "nimguard", "k8s")
     assert os.path.isfile(os.path.join(path, "MANIFEST.json"))
     return path

@@ -11,11 +11,13 @@ import pytest
 import yaml
 
 import awxjob
+from ansible_collections.nimguard.k8s.plugins.filter.survey import survey_services
 from ansible_collections.nimguard.k8s.plugins.module_utils import client
 
 TYPES = awxjob.load_credential_types()
 JOBS = awxjob.load_job_templates()
 ROLE_DEFAULTS = open(os.path.join(awxjob.ROOT, "roles", "nim_rollout", "defaults", "main.yml")).read()
+ROLE_SPECS = yaml.safe_load(open(os.path.join(awxjob.ROOT, "roles", "nim_rollout", "meta", "argument_specs.yml")))
 KUBECONFIG = yaml.safe_dump({
     "apiVersion": "v1", "kind": "Config", "current-context": "b",
     "clusters": [{"name": "a", "cluster": {"server": "https://a.example:6443"}},
@@ -127,6 +129,90 @@ def test_survey_questions_are_valid_awx_survey_entries(key):
         assert len(q["default"]) <= q["max"]
 
 
-def test_services_survey_default_is_a_valid_service_list():
-    services = yaml.safe_load(JOBS["questions"]["services"]["default"])
-    assert isinstance(services, list) and all("name" in s and "image" in s for s in services)
+def test_services_survey_default_passes_the_templates_allow_list():
+    ev = JOBS["extra_vars"]
+    services = survey_services(JOBS["questions"]["services"]["default"], ev["nimguard_survey_image_prefixes"],
+                               max_gpus=ev["nimguard_survey_max_gpus"], max_replicas=ev["nimguard_survey_max_replicas"])
+    assert services and all("name" in s and "image" in s for s in services)
+
+
+def test_the_survey_reaches_the_role_only_through_the_allow_list():
+    """nim_rollout_services is the filter over the survey's variable, with the template's own prefixes and limits;
+    no survey variable is also a template variable (AWX lets a survey answer win over the template's value)."""
+    ev = JOBS["extra_vars"]
+    expr = " ".join(ev["nim_rollout_services"].split())
+    assert expr == ("{{ nimguard_survey_services | default('[]', true) | nimguard.k8s.survey_services("
+                    "nimguard_survey_image_prefixes, max_gpus=nimguard_survey_max_gpus, "
+                    "max_replicas=nimguard_survey_max_replicas) }}"), expr
+    for name in ("nimguard_survey_image_prefixes", "nimguard_survey_max_gpus", "nimguard_survey_max_replicas"):
+        assert name in ev
+    survey_vars = set(q["variable"] for q in JOBS["questions"].values())
+    assert not survey_vars & set(ev), survey_vars & set(ev)
+    assert "{{" not in yaml.safe_dump(dict((k, v) for k, v in ev.items() if k != "nim_rollout_services"))
+
+
+def test_the_templates_fix_what_a_service_item_could_otherwise_set():
+    """Every nim_rollout variable the template sets is one the role knows, and the service defaults pin file
+    delivery, the NetworkPolicy and a ServiceAccount without a token."""
+    ev = JOBS["extra_vars"]
+    options = ROLE_SPECS["argument_specs"]["main"]["options"]
+    for name in ev:
+        if name.startswith("nim_rollout_"):
+            assert name in options, name
+    assert ev["nim_rollout_namespace"] and ev["nim_rollout_secrets_source"] == "values"
+    defaults = ev["nim_rollout_service_defaults"]
+    assert defaults["secret_delivery"] == {"mode": "file"} and defaults["network_policy"]["enabled"] is True
+    assert defaults["rbac"] == {"create": True, "automount_service_account_token": False}
+    scan = ev["nim_rollout_image_scan"]
+    assert scan["enabled"] is True and scan["trivy"] == "trivy" and scan["severity"] == "CRITICAL"
+
+
+def test_a_launcher_chooses_check_and_diff_mode_and_nothing_else():
+    launch = JOBS["launch"]
+    assert dict((k, v) for k, v in launch.items() if v) == {"ask_job_type_on_launch": True,
+                                                            "ask_diff_mode_on_launch": True}
+    assert launch["ask_credential_on_launch"] is False and launch["ask_variables_on_launch"] is False
+
+
+def test_awx_setup_gives_awx_the_launch_settings_and_the_merged_extra_vars():
+    with open(os.path.join(awxjob.ROOT, "playbooks", "awx_setup.yml")) as f:
+        (play,) = yaml.safe_load(f)
+    (task,) = [t for t in play["tasks"] if "awx.awx.job_template" in t]
+    args = task["awx.awx.job_template"]
+    for key in JOBS["launch"]:
+        assert args[key] == "{{ nimguard_awx_jobs.launch.%s }}" % key, key
+    assert sorted(k for k in args if k.startswith("ask_")) == sorted(JOBS["launch"])
+    assert args["extra_vars"] == ("{{ nimguard_awx_jobs.extra_vars | ansible.builtin.combine(nimguard_awx_template_vars, "
+                                  "recursive=true) }}")
+    assert play["vars"]["nimguard_awx_template_vars"] == {}
+    (project,) = [t for t in play["tasks"] if "awx.awx.project" in t]
+    assert project["awx.awx.project"]["allow_override"] is False
+
+
+def test_template_vars_merge_like_ansibles_recursive_combine():
+    merged = awxjob.template_extra_vars(JOBS, {"nim_rollout_namespace": "prod", "nim_rollout_image_scan": {
+        "reports": {"img:1": "/r.json"}}})
+    assert merged["nim_rollout_namespace"] == "prod"
+    assert merged["nim_rollout_image_scan"] == dict(JOBS["extra_vars"]["nim_rollout_image_scan"],
+                                                    reports={"img:1": "/r.json"})
+    assert JOBS["extra_vars"]["nim_rollout_image_scan"]["reports"] == {}
+
+
+@pytest.mark.parametrize("answers, refusal", [
+    ({"nim_rollout_namespace": "kube-system"}, "Variables nim_rollout_namespace provided, but not allowed on launch"),
+    ({"nimguard_survey_services": ""}, "'nimguard_survey_services' value missing"),
+    ({"nimguard_survey_services": "x" * 65537}, "65537 characters"),
+])
+def test_awx_refuses_launches_outside_the_survey(answers, refusal):
+    site = awxjob.job_template(JOBS, "playbooks/site.yml")
+    with pytest.raises(awxjob.LaunchRefused, match=refusal):
+        awxjob.launch(JOBS, site, answers)
+
+
+def test_survey_answers_reach_the_job_marked_unsafe(tmp_path):
+    site = awxjob.job_template(JOBS, "playbooks/site.yml")
+    answers = awxjob.launch(JOBS, site, {"nimguard_survey_services": "- {name: '{{ lookup(\"env\", \"HOME\") }}'}"})
+    awxjob.write_extravars(str(tmp_path), {"a": "{{ b }}"}, answers)
+    text = (tmp_path / "env" / "extravars").read_text()
+    assert "nimguard_survey_services: !unsafe" in text and "nimguard_context: !unsafe" in text
+    assert "a: '{{ b }}'" in text
