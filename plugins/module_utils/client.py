@@ -400,6 +400,13 @@ class Client(object):
         except (OSError, ssl.SSLError) as e:
             raise NimError("ca_cert: cannot load the CA certificate (%s). Fix: point `ca_cert` at a PEM file, or "
                            "fix certificate-authority in the kubeconfig." % e)
+        # Python 3.13 adds X.509 strict checking to the default context: RFC 5280 conformance of each
+        # certificate in the chain, so a CA without keyUsage (openssl's defaults leave it out; common in older
+        # self-made clusters) is refused. kubectl and every Kubernetes component (Go) accept such a CA, so the
+        # client checks what kubectl checks: the chain must still end at the configured CA and the name must
+        # match, which is where the trust lies; a refusal would only push users to `validate_certs: false`.
+        # (docs/security.md, "TLS to the API server")
+        ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
         if not cfg.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
