@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import ssl
-import subprocess
 import tempfile
 import threading
 import time
@@ -300,24 +299,28 @@ def _b64(value):
     return base64.b64decode(value).decode("utf-8") if value else None
 
 
+# How a kubeconfig exec plugin is started: run(argv, env_update) -> (exit code, stdout text). A module must start
+# commands through AnsibleModule.run_command (ansible-test's pylint refuses subprocess in module_utils from 2.21 on),
+# and the action plugins, which run this code in Ansible's worker without an AnsibleModule, start them themselves:
+# each entry point sets its own (runner.run_module, plugin_utils/action.py).
+COMMAND_RUNNER = {"run": None}
+
+
 def _run_exec_plugin(spec):
     """kubeconfig `exec` credential plugins (EKS, GKE, OIDC): run once per client, use its token/cert."""
     command = spec.get("command")
-    env = dict(os.environ)
-    for item in spec.get("env") or []:
-        env[item["name"]] = item["value"]
+    env = dict((item["name"], item["value"]) for item in spec.get("env") or [])
     api_version = spec.get("apiVersion", "client.authentication.k8s.io/v1")
     env["KUBERNETES_EXEC_INFO"] = json.dumps({"apiVersion": api_version, "kind": "ExecCredential",
                                               "spec": {"interactive": False}})
     if not command or not shutil.which(command):
         raise NimError("kubeconfig exec plugin %r was not found on PATH. Fix: install it where the task runs, "
                        "or use a token/certificate kubeconfig." % command)
-    proc = subprocess.run([command] + list(spec.get("args") or []), env=env, capture_output=True, timeout=60,
-                          check=False)
-    if proc.returncode != 0:
+    returncode, stdout = COMMAND_RUNNER["run"]([command] + list(spec.get("args") or []), env)
+    if returncode != 0:
         raise NimError("kubeconfig exec plugin %r failed with exit code %d. Fix: run it by hand to see why "
-                       "(its output is not shown because it may hold credentials)." % (command, proc.returncode))
-    status = json.loads(proc.stdout.decode("utf-8") or "{}").get("status") or {}
+                       "(its output is not shown because it may hold credentials)." % (command, returncode))
+    status = json.loads(stdout or "{}").get("status") or {}
     return status
 
 

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.nimguard.k8s.plugins.module_utils import render
 from ansible_collections.nimguard.k8s.plugins.module_utils.apply import (
     Converger, ref, rollout_status, translate, wait_rollout)
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import ApiError, NimError, client_from_params
+from ansible_collections.nimguard.k8s.plugins.module_utils.client import (
+    COMMAND_RUNNER, ApiError, NimError, client_from_params)
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import Scrubber, secret_content_hash, short_hash
 
 NIMSERVICE = ("apps.nvidia.com/v1alpha1", "NIMService")
@@ -510,6 +511,7 @@ def run_module(module_name):
     from ansible.module_utils.basic import AnsibleModule
     from ansible_collections.nimguard.k8s.plugins.module_utils.specs import spec
     module = AnsibleModule(**spec(module_name))
+    COMMAND_RUNNER["run"] = lambda argv, env: module.run_command(argv, environ_update=env)[:2]
     ok, result = run(module_name, module.params, module.check_mode, module._diff)
     if ok:
         module.exit_json(**result)

@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import subprocess
 import sys
 
 from ansible.module_utils.common.parameters import remove_values
@@ -51,6 +52,13 @@ def _load_module_utils():
         setattr(package, name, module)
 
 
+def _run_command(argv, env_update):
+    """kubeconfig exec plugins, started here in the worker (module_utils' client.COMMAND_RUNNER): the module path
+    uses AnsibleModule.run_command instead."""
+    proc = subprocess.run(argv, env=dict(os.environ, **env_update), capture_output=True, timeout=60, check=False)
+    return proc.returncode, proc.stdout.decode("utf-8")
+
+
 class NimAction(ActionBase):
     MODULE = ""
     TRANSFERS_FILES = False
@@ -83,6 +91,7 @@ class NimAction(ActionBase):
         # Imported here, in the worker: the controller loads this class for every task (to read its
         # class attributes), and the client's imports (ssl, http.client) would add 5 MB to it.
         _load_module_utils()
+        from ansible_collections.nimguard.k8s.plugins.module_utils.client import COMMAND_RUNNER
         from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run
         from ansible_collections.nimguard.k8s.plugins.module_utils.specs import expand_service, validator_for
 
@@ -98,6 +107,7 @@ class NimAction(ActionBase):
             result.update(self._execute_module(module_name="nimguard.k8s." + self.MODULE,
                                                module_args=args, task_vars=task_vars))
             return result
+        COMMAND_RUNNER["run"] = _run_command
         validator = validator_for(self.MODULE)
         with self._task_environment():
             validated = validator.validate(args)

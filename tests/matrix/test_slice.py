@@ -4,10 +4,13 @@ predicts a rotation and writes nothing, and the leak scan of everything printed 
 action-plugin path (the module code in Ansible's worker) and on the module path (AnsiballZ, as on a bastion)."""
 
 import base64
+import json
+import os
 
 import pytest
+import yaml
 
-from playbook import recap, run_playbook, writes
+from playbook import recap, run_play, run_playbook, writes
 from test_security import canary, cluster_texts, find_leaks, service, site_vars
 
 PATHS = {"action plugin": {}, "module": {"NIMGUARD_REMOTE_MODULE": "1"}}
@@ -47,3 +50,26 @@ def test_site_rerun_check_mode_and_no_leak(cluster, namespace, path):
     assert find_leaks({"the Secret": secret_text}, [key]), "the scan cannot find a value it should"
     assert find_leaks(texts, [key, key2, hf, pw]) == []
 
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_kubeconfig_exec_plugin(cluster, namespace, path, tmp_path):
+    """A kubeconfig whose user is an exec credential plugin (as for EKS, GKE, OIDC): started by the action plugin in
+    Ansible's worker, or through AnsibleModule.run_command on the module path, with the kubeconfig's env."""
+    pki = os.path.join(cluster.state, "pki")
+    with open(os.path.join(pki, "admin.crt")) as cert, open(os.path.join(pki, "admin.key")) as key:
+        status = {"clientCertificateData": cert.read(), "clientKeyData": key.read()}
+    (tmp_path / "credential.json").write_text(json.dumps({
+        "apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": status}))
+    plugin = tmp_path / "credential-plugin"
+    plugin.write_text('#!/bin/sh\n[ "$PLUGIN_SETTING" = from-kubeconfig ] && [ -n "$KUBERNETES_EXEC_INFO" ] || exit 3\n'
+                      'cat "%s"\n' % (tmp_path / "credential.json"))
+    plugin.chmod(0o700)
+    with open(cluster.kubeconfig) as f:
+        config = yaml.safe_load(f)
+    config["users"][0]["user"] = {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin), "interactiveMode": "Never",
+        "env": [{"name": "PLUGIN_SETTING", "value": "from-kubeconfig"}]}}
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(config))
+    play = run_play(cluster, [{"nimguard.k8s.nim_info": {"kind": "Namespace", "name": namespace,
+                                                         "kubeconfig": str(tmp_path / "kubeconfig")}}], env=PATHS[path])
+    assert play[0].get("exists") is True, play
