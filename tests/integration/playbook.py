@@ -96,7 +96,8 @@ def run_playbook(cluster, playbook, group_vars, args=(), env=None, timeout=600, 
     with open(os.path.join(tmp, "group_vars", "clusters.yml"), "w") as f:
         yaml.safe_dump(dict(dict(local, nimguard_kubeconfig=cluster.kubeconfig), **group_vars), f)
     log_path = os.path.join(tmp, "ansible.log")
-    cmd = [os.path.join(os.path.dirname(python), "ansible-playbook"), "-i", tmp,
+    # The inventory file, not its folder: Ansible would also read the log file there as an inventory (and warn).
+    cmd = [os.path.join(os.path.dirname(python), "ansible-playbook"), "-i", os.path.join(tmp, "hosts.yml"),
            os.path.join(root, "playbooks", playbook)] + list(args)
     run_env = dict(cluster.env, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOG_PATH=log_path)
     run_env.update(env or {})

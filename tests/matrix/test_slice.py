@@ -6,6 +6,7 @@ action-plugin path (the module code in Ansible's worker) and on the module path 
 import base64
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -41,6 +42,9 @@ def test_site_rerun_check_mode_and_no_leak(cluster, namespace, path):
     assert [e["requestURI"] for e in writes(cluster, mark, ns) if "dryRun" not in e["requestURI"]] == []
     live = cluster.get_json("secret", "ngc-api-secret", "-n", ns)["data"]["NGC_API_KEY"]
     assert base64.b64decode(live).decode() == key  # ...and not made
+
+    for proc in (first, rerun, check):  # nothing the collection uses is deprecated or warned about on this version
+        assert re.findall(r"\[(?:DEPRECATION )?WARNING\].*", proc.output) == []
 
     texts = cluster_texts(cluster, ns, start)
     for what, proc in (("site run", first), ("rerun", rerun), ("check mode", check)):
