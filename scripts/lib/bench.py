@@ -3,7 +3,7 @@
 Prints figures; asserts nothing. Every comparison is a ratio of runs paired in the same loop
 (A B A B ...), since these machines are noisy. Run it with the local cluster up:
 
-    scripts/bench [--runs 5] [--sizes 1,10,100] [--skip-slow]
+    scripts/bench [--row ROW] [--runs 5] [--sizes 1,10,100] [--skip-slow] [--contenders a_nimguard,b_kubectl,d_ping]
 
 (a) this collection: nim_secret + nim_service tasks for 1 service, the nim_rollout role for N > 1
 (b) kubectl apply --server-side of the same rendered objects (one kubectl per service)
@@ -25,6 +25,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 IMAGE = {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"}
 KEY = "nvapi-bench-" + "0" * 40
+CONTENDERS = ["a_nimguard", "b_kubectl", "c_core_per_service", "c_core_per_object", "d_ping"]
+
+
+def ansible_version():
+    from ansible.release import __version__
+    return __version__
 
 
 def service_options(i, namespace):
@@ -187,7 +193,7 @@ class Bench(object):
             if n <= 10:
                 names.append("c_core_per_object")
         names.append("d_ping")
-        return names
+        return [name for name in names if name in self.args.contenders]
 
     def commands(self, name, n, ns):
         if name == "a_nimguard":
@@ -246,12 +252,17 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", default="1,10,100")
     parser.add_argument("--skip-slow", action="store_true", help="no kubernetes.core task-per-object above N=1")
+    parser.add_argument("--contenders", type=lambda v: v.split(","), default=CONTENDERS,
+                        help="comma-separated, of %s (c_* need kubernetes.core and the kubernetes package)"
+                        % ",".join(CONTENDERS))
     args = parser.parse_args()
     bench = Bench(args)
     t0 = time.monotonic()
-    t = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import kubernetes.client"], check=True)
-    print("import kubernetes.client alone: %.2f s (our modules do not import it)" % (time.monotonic() - t))
+    print("ansible-core %s on Python %s" % (ansible_version(), sys.version.split()[0]))
+    if any(name.startswith("c_") for name in args.contenders):
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import kubernetes.client"], check=True)
+        print("import kubernetes.client alone: %.2f s (our modules do not import it)" % (time.monotonic() - t))
     for n in [int(x) for x in args.sizes.split(",")]:
         first, rerun = bench.run_size(n)
         bench.report(n, "first converge (empty namespace)", first)
