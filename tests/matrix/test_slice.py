@@ -5,7 +5,6 @@ action-plugin path (the module code in Ansible's worker) and on the module path 
 
 import base64
 import json
-import os
 import re
 
 import pytest
@@ -59,8 +58,10 @@ def test_site_rerun_check_mode_and_no_leak(cluster, namespace, path):
 def test_kubeconfig_exec_plugin(cluster, namespace, path, tmp_path):
     """A kubeconfig whose user is an exec credential plugin (as for EKS, GKE, OIDC): started by the action plugin in
     Ansible's worker, or through AnsibleModule.run_command on the module path, with the kubeconfig's env."""
-    pki = os.path.join(cluster.state, "pki")
-    with open(os.path.join(pki, "admin.crt")) as cert, open(os.path.join(pki, "admin.key")) as key:
+    with open(cluster.kubeconfig) as f:
+        config = yaml.safe_load(f)
+    identity = config["users"][0]["user"]  # this test session's own (conftest.Cluster)
+    with open(identity["client-certificate"]) as cert, open(identity["client-key"]) as key:
         status = {"clientCertificateData": cert.read(), "clientKeyData": key.read()}
     (tmp_path / "credential.json").write_text(json.dumps({
         "apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": status}))
@@ -68,8 +69,6 @@ def test_kubeconfig_exec_plugin(cluster, namespace, path, tmp_path):
     plugin.write_text('#!/bin/sh\n[ "$PLUGIN_SETTING" = from-kubeconfig ] && [ -n "$KUBERNETES_EXEC_INFO" ] || exit 3\n'
                       'cat "%s"\n' % (tmp_path / "credential.json"))
     plugin.chmod(0o700)
-    with open(cluster.kubeconfig) as f:
-        config = yaml.safe_load(f)
     config["users"][0]["user"] = {"exec": {
         "apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin), "interactiveMode": "Never",
         "env": [{"name": "PLUGIN_SETTING", "value": "from-kubeconfig"}]}}
