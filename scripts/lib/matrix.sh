@@ -12,8 +12,9 @@ MATRIX_DIR=$ROOT/tests/matrix
 MATRIX_ALL_ROWS=(2.16 2.17 2.18 2.19 2.20 2.21)
 MATRIX_TRIXIE_ROWS=" 2.20 2.21 "
 # What the root holds: Python and venv; the CA bundle for pip; git for the tests that list the tree's files;
-# the shellcheck package for ansible-test's shellcheck test.
-TRIXIE_PACKAGES=python3,python3-venv,ca-certificates,git,shellcheck
+# the shellcheck package for ansible-test's shellcheck test; busybox for the unit test of the molecule kind
+# scenario's stand-in NIM (as scripts/setup installs it here).
+TRIXIE_PACKAGES=python3,python3-venv,ca-certificates,git,shellcheck,busybox-static
 TRIXIE=$CACHE/matrix/trixie
 
 row_in_trixie() { [[ $MATRIX_TRIXIE_ROWS == *" $1 "* ]]; }
