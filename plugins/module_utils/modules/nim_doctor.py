@@ -111,11 +111,12 @@ def _run_checks(client, p, wanted, f, services, namespaces):
     for svc in services:
         ns, name, report = svc["namespace"], svc["name"], f.of(svc["name"])
         if "secrets" in wanted:
+            secrets = client.resource("v1", "Secret")  # an API error becomes the `api` finding (see run())
             if svc["auth_secret"] and not svc["vault"]:
-                live = checks.read(client, ("v1", "Secret"), ns, [svc["auth_secret"]])[svc["auth_secret"]]
+                live = client.get(secrets, ns, svc["auth_secret"])
                 checks.secret(report, live, ns, svc["auth_secret"], [svc["auth_secret_key"]])
-            for ps, live in checks.read(client, ("v1", "Secret"), ns, svc["pull_secrets"]).items():
-                checks.pull_secret(report, live, ns, ps)
+            for ps in svc["pull_secrets"]:
+                checks.pull_secret(report, client.get(secrets, ns, ps), ns, ps)
         if "runtime" in wanted and svc["runtime_class_name"]:
             checks.runtime_class(report, client, svc["runtime_class_name"])
         if "ca" in wanted and svc["cert_config_map"]:
