@@ -62,8 +62,8 @@ def test_free_gpus_are_allocatable_minus_what_other_pods_request(cluster, namesp
     assert writes(cluster, mark, ns) == []
 
     # 4 fit; then, for a service that is about to grow to 5, its own pod's 4 count as free (it is replaced)
-    play = run_play(cluster, [{"nimguard.k8s.nim_service": dict(service, resources={"gpus": 4}, wait=True,
-                                                                 wait_timeout=120)}])
+    grown = dict(service, resources={"gpus": 4}, wait=True, wait_timeout=120)
+    play = run_play(cluster, [{"nimguard.k8s.nim_service": grown}])
     assert play[0].get("changed") is True and not play[0].get("failed"), play
     doctor = run_play(cluster, [{"nimguard.k8s.nim_doctor": {
         "namespace": ns, "checks": ["gpu"], "services": [dict(service, resources={"gpus": 5})]}}])
