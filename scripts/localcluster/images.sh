@@ -52,7 +52,7 @@ _stage_fakenim() {
   for applet in $("$BUSYBOX" --list-full); do
     [[ -e $root/$applet || -L $root/$applet ]] || ln -s /bin/busybox "$root/$applet"
   done
-  # The collection's default command (render.py DEFAULT_NIM_COMMAND) as in NVIDIA's images.
+  # The collection's default command (specs.py DEFAULT_NIM_COMMAND) as in NVIDIA's images.
   printf '#!/bin/sh\n# Stand-in for the NIM entrypoint wrapper: runs its arguments.\nexec "$@"\n' \
     > "$root/opt/nvidia/nvidia_entrypoint.sh"
   printf '#!/bin/sh\nexec /usr/local/bin/fakenim serve "$@"\n' > "$root/opt/nim/start_server.sh"
