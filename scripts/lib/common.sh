@@ -65,6 +65,8 @@ APT_PACKAGES+=(containerd runc busybox-static)
 # The real node's pod network (scripts/localcluster/addons/node.sh): CNI bridge, host-local and loopback
 # plugins; iptables and ipset for kube-proxy and kube-router's NetworkPolicy firewall.
 APT_PACKAGES+=(containernetworking-plugins iptables ipset)
+# gpg signs the local NVIDIA Container Toolkit apt repository (scripts/localcluster/toolkit.sh).
+APT_PACKAGES+=(gnupg)
 
 # The interpreter the venv is made from (ansible-core 2.19 wants 3.11 to 3.13 on the controller).
 PYTHON=${NIMGUARD_PYTHON:-python3}
