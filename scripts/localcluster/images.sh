@@ -89,7 +89,12 @@ images_build() {
   _images_paths
   build_part "test images' binaries (fakenim, pause, fake-gpu-plugin)" "$TESTIMAGES_KEY" "$TESTIMAGES_BIN" \
     _build_testimages
-  build_part "test images (pause, fakenim)" "$TESTIMAGES_KEY" "$IMAGES_DIR" _mkimages
+  local name="test images (pause, fakenim)"
+  if [[ $BUILD_MODE == check ]]; then  # its input is the binaries above, which a check does not compile
+    _wanted "$name" && log "not checked: $name: made from the binaries above and local files, it reads no module"
+    return 0
+  fi
+  build_part "$name" "$TESTIMAGES_KEY" "$IMAGES_DIR" _mkimages
 }
 
 images_list() {

@@ -27,7 +27,7 @@ from ansible_collections.nimguard.k8s.plugins.module_utils import pod
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import service_options
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES_SH = ROOT / "scripts" / "lib" / "images.sh"
+IMAGES_SH = ROOT / "scripts" / "localcluster" / "images.sh"
 MODULE = ROOT / "scripts" / "localcluster" / "testimages"
 FAKENIM, PAUSE = "docker.io/local/fakenim:1", "docker.io/local/pause:1"
 KEY, NEW_KEY = "nvapi-test-images-" + uuid.uuid4().hex, "nvapi-test-images-" + uuid.uuid4().hex
