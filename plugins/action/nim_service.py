@@ -4,8 +4,13 @@
 
 from __future__ import annotations
 
-from ansible_collections.nimguard.k8s.plugins.plugin_utils.action import NimAction
+from ansible_collections.nimguard.k8s.plugins.plugin_utils.action import NimAction, module_utils
 
 
 class ActionModule(NimAction):
     MODULE = "nim_service"
+
+    def module_args(self, args):
+        """`service` (a whole service as one dict, a role's loop item) expanded into the options, here on the
+        controller, before either path: the module on another host gets plain options."""
+        return module_utils("specs").expand_service(args)

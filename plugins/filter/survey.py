@@ -18,7 +18,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 
-from ansible_collections.nimguard.k8s.plugins.module_utils.render import DNS1035
+from ansible_collections.nimguard.k8s.plugins.module_utils.validate import DNS1035
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import SERVICE
 
 # What an item may hold: the service's name, its image (repository under an approved prefix, and a tag), how many

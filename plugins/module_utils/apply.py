@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import copy
 import re
-import time
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import ApiError, NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.client import parallel
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import ApiError, NimError, forbidden
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import (
+    COMPONENT, HASH_ANNOTATION, KINDS_ANNOTATION, instance)
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import clean, short_hash
-
-HASH_ANNOTATION = "nimguard.io/applied-hash"
-COMPONENT = "nimguard.io/component"
-KINDS_ANNOTATION = "nimguard.io/applied-kinds"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MAX_WORKERS = 8
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 _SUFFIX = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60,
@@ -107,12 +102,11 @@ def _comparable(obj):
     return out
 
 
-def _pmap(fn, items):
-    items = list(items)
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(items))) as pool:
-        return list(pool.map(fn, items))
+def prune_scope(name, components, kinds, namespace, anchor=None):
+    """Which live objects belong to one instance: the kinds to look at and the labels that mark them;
+    `anchor` (apiVersion, kind, name): the object whose KINDS_ANNOTATION lists the kinds last applied."""
+    return dict(kinds=kinds, namespace=namespace, components=sorted(components), anchor=anchor,
+                labels=instance(name))
 
 
 class Converger(object):
@@ -165,7 +159,7 @@ class Converger(object):
                     keep = set(recorded.split(",")) | set("%s/%s" % (o["apiVersion"], o["kind"]) for o in desired)
                     kinds = dict((k, True) for k in kinds if "%s/%s" % k in keep)
             resources = [self.client.resource(a, k) for a, k in kinds]
-            lists += _pmap(lister, resources)
+            lists += parallel(lister, resources)
             live = {}
             for items in lists:
                 for item in items:
@@ -179,7 +173,7 @@ class Converger(object):
         def get(o):
             res = self.client.resource(o["apiVersion"], o["kind"])
             return self.client.get(res, o["metadata"].get("namespace"), o["metadata"]["name"])
-        return dict(zip([_key(o) for o in desired], _pmap(get, desired))), []
+        return dict(zip([_key(o) for o in desired], parallel(get, desired))), []
 
     def plan(self, desired, prune=None):
         """Read once, decide: what converge() will do, before it does it (plan.pending: any write)."""
@@ -284,9 +278,7 @@ def translate(err, obj, force=False, verb="apply"):
     what = "%s %s%s" % (obj.get("kind"), (obj["metadata"].get("namespace") + "/") if obj["metadata"].get("namespace")
                         else "", obj["metadata"].get("name"))
     if err.status == 403:
-        msg = ("Forbidden: the identity used cannot %s %s (%s). Fix: grant it that verb on that resource "
-               "(Role/ClusterRole + binding), or run with a kubeconfig/context that has it."
-               % (verb, what, err.api_message))
+        msg = forbidden("%s %s" % (verb, what), err.api_message)
     elif err.field_conflict:
         fields = ", ".join(c.get("field", "?") for c in err.causes)
         msg = ("Conflict on %s: field(s) %s are owned by another field manager (%s). Fix: remove them from the "
@@ -303,94 +295,3 @@ def translate(err, obj, force=False, verb="apply"):
     else:
         msg = "Could not %s %s: HTTP %s %s: %s" % (verb, what, err.status, err.reason, err.api_message)
     return NimError(msg, status=err.status, object=ref(obj))
-
-
-# ---------------------------------------------------------------------------------------------
-# Waiting
-
-
-def wait_rollout(client, namespace, name, timeout, sleep=time.sleep):
-    """Wait until a Deployment has all replicas updated and available; on timeout say why not."""
-    res = client.resource("apps/v1", "Deployment")
-    deadline = time.monotonic() + timeout
-    dep = None
-    while True:
-        try:
-            dep = client.get(res, namespace, name)
-        except NimError as e:
-            if not e.details.get("unreachable"):
-                raise
-            raise NimError("Deployment %s/%s: the API server stopped answering while waiting for the rollout (%s). "
-                           "What was applied stays applied. Fix: once the API server answers again, rerun (it "
-                           "changes nothing already done and waits again), or run `kubectl rollout status "
-                           "deployment/%s -n %s`." % (namespace, name, e, name, namespace), unreachable=True)
-        if dep is None:
-            raise NimError("Deployment %s/%s disappeared while waiting for its rollout." % (namespace, name))
-        if rollout_complete(dep):
-            return dep
-        stuck = _admission_failure(dep)
-        if stuck or time.monotonic() >= deadline:
-            break
-        sleep(1.0)
-    reason = stuck or why_not_ready(client, dep)
-    raise NimError("Deployment %s/%s did not finish its rollout within %ss: %s" % (namespace, name, timeout, reason),
-                   rollout=rollout_status(dep))
-
-
-def rollout_complete(dep):
-    spec, status = dep.get("spec", {}), dep.get("status", {})
-    want = spec.get("replicas", 1)
-    return (status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
-            and status.get("updatedReplicas", 0) == want and status.get("availableReplicas", 0) == want
-            and status.get("replicas", 0) == want and not status.get("unavailableReplicas"))
-
-
-def rollout_status(dep):
-    status = dep.get("status", {})
-    keys = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas")
-    return dict((k, status.get(k, 0)) for k in keys)
-
-
-def _admission_failure(dep):
-    for cond in dep.get("status", {}).get("conditions", []):
-        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
-            return ("pods cannot be created: %s. Fix: make the pod spec satisfy the namespace's Pod Security level "
-                    "and that every RuntimeClass/ServiceAccount it names exists." % cond.get("message"))
-    return None
-
-
-def why_not_ready(client, dep):
-    """Turn pod states into the reason a user needs: unschedulable, image pull, config, crash."""
-    selector = ",".join("%s=%s" % kv for kv in sorted(dep["spec"]["selector"].get("matchLabels", {}).items()))
-    pods = client.list(client.resource("v1", "Pod"), dep["metadata"]["namespace"], selector)
-    reasons = []
-    for pod in pods:
-        name = pod["metadata"]["name"]
-        for cond in pod.get("status", {}).get("conditions", []):
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                msg = cond.get("message", "")
-                hint = (" Fix: no node has free nvidia.com/gpu or matches node_selector/tolerations; add GPU nodes "
-                        "or lower resources.gpus." if "nvidia.com/gpu" in msg else
-                        " Fix: check resources, node_selector and tolerations.")
-                reasons.append("pod %s is unschedulable: %s.%s" % (name, msg, hint))
-        statuses = pod.get("status", {}).get("initContainerStatuses", []) + pod.get("status", {}).get(
-            "containerStatuses", [])
-        for cs in statuses:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            why = waiting.get("reason")
-            if why in ("ErrImagePull", "ImagePullBackOff"):
-                reasons.append("pod %s cannot pull image %s (%s). Fix: check image.repository/tag and that "
-                               "image.pull_secrets names an existing registry Secret for that registry."
-                               % (name, cs.get("image"), waiting.get("message", why)))
-            elif why in ("CreateContainerConfigError", "CreateContainerError"):
-                reasons.append("pod %s container %s cannot start: %s. Fix: create the Secret/ConfigMap it names."
-                               % (name, cs.get("name"), waiting.get("message", why)))
-            elif why == "CrashLoopBackOff":
-                reasons.append("pod %s container %s keeps crashing (restarts: %s). Look at `kubectl logs -n %s %s "
-                               "-c %s --previous`." % (name, cs.get("name"), cs.get("restartCount"),
-                                                       dep["metadata"]["namespace"], name, cs.get("name")))
-            elif not cs.get("ready") and (cs.get("state") or {}).get("running"):
-                reasons.append("pod %s container %s is running but not ready (readiness probe)." % (name, cs["name"]))
-    if not pods:
-        reasons.append("no pods exist for it yet (status: %s)" % rollout_status(dep))
-    return " ".join(reasons) or "replicas not yet available (status: %s)" % rollout_status(dep)

@@ -14,11 +14,12 @@ import hashlib
 import json
 import re
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import LAST_APPLIED
+
 # Literal env values under these names are treated as secrets in diffs and results (they should come
 # from a secretKeyRef; nim_service warns when they do not).
 SENSITIVE_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)", re.I)
 VOLATILE_META = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MASK = "********"
 
 
@@ -70,7 +71,7 @@ def clean(obj):
         meta.pop(key, None)
     annotations = meta.get("annotations")
     if annotations:
-        annotations.pop(LAST_APPLIED, None)  # may hold a whole Secret in clear
+        annotations.pop(LAST_APPLIED, None)
         if not annotations:
             meta.pop("annotations")
     if out.get("kind") == "Secret":

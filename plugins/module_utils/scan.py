@@ -13,10 +13,9 @@ import json
 import os
 import re
 
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.render import VAULT_AGENT_IMAGE
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import IMAGE_TAG, SEVERITIES, VAULT_AGENT_IMAGE
 
-SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 RANK = dict((s, i) for i, s in enumerate(SEVERITIES))
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -40,12 +39,13 @@ def normalize_ref(ref):
 
 
 def service_images(svc):
-    """Every image a service's pods run: the NIM container, the CA bundle init container, the vault agent."""
+    """Every image a service's pods run: the NIM container, the CA bundle init container, the vault agent.
+    `svc`: a service as a role passes it (unchecked, defaults not applied: those are nim_service's)."""
     image = svc.get("image") or {}
     if not image.get("repository"):
         raise NimError("services: service %s has no image.repository. Fix: set image.repository and image.tag."
                        % svc.get("name"))
-    main = "%s:%s" % (image["repository"], image.get("tag") or "latest")
+    main = "%s:%s" % (image["repository"], image.get("tag") or IMAGE_TAG)
     images = [main]
     proxy = svc.get("proxy") or {}
     if proxy.get("cert_config_map"):

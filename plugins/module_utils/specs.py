@@ -1,19 +1,36 @@
 # -*- coding: utf-8 -*-
 # Copyright: nimguard.k8s contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Argument specs of every module, in one place: the modules and the action plugins validate the
-same options the same way (the action plugin runs them in the controller without AnsiballZ)."""
+"""Argument specs of every module, in one place, and each option's default said once.
+
+The modules (AnsibleModule) and the action plugins (in the controller, without AnsiballZ) check the
+same options the same way. Defaults that depend on another option (secret_delivery.mode on the backend)
+are filled in by service_options()/complete_service(), so rendering can trust what it is given."""
 
 from __future__ import annotations
 
 import copy
 
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import CONNECTION_ARGS
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-_COMMON = dict(
-    namespace=dict(type="str"),
+from ansible_collections.nimguard.k8s.plugins.module_utils import validate
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.kubeconfig import CONNECTION_ARGS
+
+NGC_KEY = "NGC_API_KEY"
+# The key a Secret of a kind carries when `key` is not set (nim_secret), by kind.
+SECRET_KEY_DEFAULT = {"ngc": NGC_KEY, "huggingface": "HF_TOKEN"}
+DEFAULT_NIM_COMMAND = ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/nim/start_server.sh"]
+VAULT_AGENT_IMAGE = "hashicorp/vault:1.21.4"
+IMAGE_TAG = "latest"
+SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # Trivy's, lowest first
+
+_NAMESPACE = dict(namespace=dict(type="str", required=True))
+_STATE = dict(
     state=dict(type="str", default="present", choices=["present", "absent"]),
     force_conflicts=dict(type="bool", default=False),
+)
+_META = dict(
     labels=dict(type="dict", default={}),
     annotations=dict(type="dict", default={}),
 )
@@ -57,23 +74,28 @@ RBAC = dict(
     automount_service_account_token=dict(type="bool", default=False),
 )
 
-_PROBE = dict(type="dict", default={}, options=dict(
-    enabled=dict(type="bool", default=True),
-    path=dict(type="str"),
-    initial_delay_seconds=dict(type="int"),
-    period_seconds=dict(type="int"),
-    timeout_seconds=dict(type="int"),
-    failure_threshold=dict(type="int"),
-))
+
+def _probe(path, initial_delay, period, failure_threshold):
+    """An HTTP probe on the API port; the defaults are the NIM images' (the startup probe waits out a model
+    download)."""
+    return dict(type="dict", default={}, options=dict(
+        enabled=dict(type="bool", default=True),
+        path=dict(type="str", default=path),
+        initial_delay_seconds=dict(type="int", default=initial_delay),
+        period_seconds=dict(type="int", default=period),
+        timeout_seconds=dict(type="int", default=1),
+        failure_threshold=dict(type="int", default=failure_threshold),
+    ))
+
 
 SERVICE = dict(
     name=dict(type="str", required=True),
     backend=dict(type="str", default="native", choices=["native", "operator"]),
     auth_secret=dict(type="str", no_log=False),
-    auth_secret_key=dict(type="str", default="NGC_API_KEY", no_log=False),
+    auth_secret_key=dict(type="str", default=NGC_KEY, no_log=False),
     image=dict(type="dict", options=dict(
         repository=dict(type="str", required=True),
-        tag=dict(type="str", default="latest"),
+        tag=dict(type="str", default=IMAGE_TAG),
         pull_policy=dict(type="str", default="IfNotPresent", choices=["Always", "IfNotPresent", "Never"]),
         pull_secrets=dict(type="list", elements="str", default=[], no_log=False),
     )),
@@ -140,7 +162,11 @@ SERVICE = dict(
     )),
     node_selector=dict(type="dict", default={}),
     tolerations=dict(type="list", elements="dict", default=[]),
-    probes=dict(type="dict", default={}, options=dict(startup=_PROBE, liveness=_PROBE, readiness=_PROBE)),
+    probes=dict(type="dict", default={}, options=dict(
+        startup=_probe("/v1/health/ready", 10, 10, 180),
+        liveness=_probe("/v1/health/live", 0, 10, 3),
+        readiness=_probe("/v1/health/ready", 0, 5, 3),
+    )),
     replicas=dict(type="int", default=1),
     pod_annotations=dict(type="dict", default={}),
     network_policy=dict(type="dict", default={}, options=dict(
@@ -156,7 +182,7 @@ SERVICE = dict(
         mode=dict(type="str", choices=["env", "file", "vault_agent"]),
         mount_path=dict(type="str", default="/var/run/secrets/nim"),
         export_env=dict(type="bool", default=True),
-        command=dict(type="list", elements="str"),
+        command=dict(type="list", elements="str", default=DEFAULT_NIM_COMMAND),
         vault=dict(type="dict", options=dict(
             address=dict(type="str"),
             role=dict(type="str"),
@@ -164,7 +190,7 @@ SERVICE = dict(
             secret_field=dict(type="str", default="ngc_api_key", no_log=False),
             auth_mount_path=dict(type="str", default="kubernetes"),
             audience=dict(type="str", default="vault"),
-            image=dict(type="str", default="hashicorp/vault:1.21.4"),
+            image=dict(type="str", default=VAULT_AGENT_IMAGE),
             refresh=dict(type="bool", default=False),
             ca_config_map=dict(type="str"),
         )),
@@ -178,22 +204,25 @@ SERVICE = dict(
         allow_wildcards=dict(type="bool", default=False),
         automount_service_account_token=dict(type="bool", default=False),
     )),
-    rollout=dict(type="dict", default={}, options=dict(max_surge=dict(type="raw"))),
+    rollout=dict(type="dict", default={}, options=dict(max_surge=dict(type="raw", default=1))),
     preflight=dict(type="bool", default=True),
     wait=dict(type="bool", default=False),
     wait_timeout=dict(type="int", default=600),
     service=dict(type="dict"),
 )
 
+
 # nim_service's `service`: a whole service as one dict (a role's loop item), so that a loop templates one
 # expression per item instead of one per option (ansible-core compiles each templated option anew for
 # every item). Connection options are not taken from it: service data cannot point the task elsewhere.
-SERVICE_DICT_KEYS = frozenset(SERVICE).union(_COMMON).difference(["service"])
+SERVICE_DICT_KEYS = frozenset(SERVICE).union(_NAMESPACE, _STATE, _META).difference(["service"])
 _CONNECTION_NAMES = frozenset(CONNECTION_ARGS).union(*(a.get("aliases", []) for a in CONNECTION_ARGS.values()))
 
+# What nim_apply waits for when `wait` is on and no `wait_condition` is given.
+READY = dict(type="Ready", status="True")
 _WAIT_CONDITION = dict(type="dict", options=dict(
-    type=dict(type="str", default="Ready"),
-    status=dict(type="str", default="True", choices=["True", "False", "Unknown"]),
+    type=dict(type="str", default=READY["type"]),
+    status=dict(type="str", default=READY["status"], choices=["True", "False", "Unknown"]),
 ))
 
 APPLY = dict(
@@ -222,34 +251,66 @@ DOCTOR = dict(
     uses_external_secrets=dict(type="bool", default=False),
 )
 
-_SPECIFIC = dict(nim_secret=(SECRET, dict(mutually_exclusive=[["value", "data"]])),
-                 nim_rbac=(RBAC, {}),
-                 nim_service=(SERVICE, dict(required_if=[["state", "present", ["image"]]])),
-                 nim_apply=(APPLY, dict(mutually_exclusive=[["definition", "src"]],
-                                        required_one_of=[["definition", "src"]])),
-                 nim_doctor=(DOCTOR, {}),
-                 nim_info=(INFO, {}))
+IMAGE_SCAN = dict(
+    images=dict(type="list", elements="str", default=[]),
+    services=dict(type="list", elements="dict", default=[]),
+    reports=dict(type="dict", default={}),
+    trivy=dict(type="str", default="trivy"),
+    trivy_args=dict(type="list", elements="str", default=[]),
+    scanners=dict(type="list", elements="str", default=["vuln", "secret"], choices=["vuln", "secret", "misconfig"]),
+    severity=dict(type="str", default="CRITICAL", choices=list(SEVERITIES)),
+    allow_list=dict(type="list", elements="dict", default=[], options=dict(
+        id=dict(type="str", required=True),
+        reason=dict(type="str", required=True),
+        expires=dict(type="raw", required=True),
+        package=dict(type="str"),
+        image=dict(type="str"),
+    )),
+)
+
+
+def _merged(*parts):
+    out = {}
+    for part in parts:
+        out.update(copy.deepcopy(part))
+    return out
+
+
+# In nim_service, `proxy` is the NIM's own outbound proxy (the NIMService spec): the API proxy is `api_proxy` only.
+_SERVICE_CONNECTION = _merged(CONNECTION_ARGS)
+_SERVICE_CONNECTION["api_proxy"].pop("aliases")
+
+# Each module's options and the constraints between them.
+MODULES = dict(
+    nim_secret=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, SECRET),
+                dict(mutually_exclusive=[["value", "data"]])),
+    nim_rbac=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, RBAC), {}),
+    nim_service=(_merged(_SERVICE_CONNECTION, _NAMESPACE, _STATE, _META, SERVICE),
+                 dict(required_if=[["state", "present", ["image"]]])),
+    nim_apply=(_merged(CONNECTION_ARGS, dict(namespace=dict(type="str")), _STATE, APPLY),
+               dict(mutually_exclusive=[["definition", "src"]], required_one_of=[["definition", "src"]])),
+    nim_doctor=(_merged(CONNECTION_ARGS, _NAMESPACE, DOCTOR), {}),
+    nim_info=(_merged(CONNECTION_ARGS, INFO), {}),
+    nim_image_scan=(_merged(IMAGE_SCAN), {}),
+)
 
 
 def spec(module):
     """kwargs for AnsibleModule / ArgumentSpecValidator: argument_spec plus the constraints."""
-    options, constraints = _SPECIFIC[module]
-    argument_spec = copy.deepcopy(CONNECTION_ARGS)
-    if module == "nim_service":
-        argument_spec["api_proxy"].pop("aliases")  # `proxy` is the NIM's outbound proxy here
-    if module in ("nim_doctor", "nim_info"):
-        argument_spec["namespace"] = dict(type="str")
-    else:
-        argument_spec.update(copy.deepcopy(_COMMON))
-    argument_spec.update(copy.deepcopy(options))
-    if module == "nim_apply":
-        for key in ("labels", "annotations"):
-            argument_spec.pop(key)
-    elif module != "nim_info":
-        argument_spec["namespace"]["required"] = True
-    out = dict(argument_spec=argument_spec, supports_check_mode=True)
+    options, constraints = MODULES[module]
+    out = dict(argument_spec=copy.deepcopy(options), supports_check_mode=True)
     out.update(copy.deepcopy(constraints))
     return out
+
+
+def validator_for(module):
+    """An ArgumentSpecValidator with the module's spec and constraints (used by the action plugin)."""
+    kwargs = spec(module)
+    return ArgumentSpecValidator(kwargs["argument_spec"], mutually_exclusive=kwargs.get("mutually_exclusive"),
+                                 required_together=kwargs.get("required_together"),
+                                 required_one_of=kwargs.get("required_one_of"),
+                                 required_if=kwargs.get("required_if"),
+                                 required_by=kwargs.get("required_by"))
 
 
 def expand_service(args):
@@ -273,12 +334,53 @@ def expand_service(args):
     return out
 
 
-def validator_for(module):
-    """An ArgumentSpecValidator with the module's spec and constraints (used by the action plugin)."""
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-    kwargs = spec(module)
-    return ArgumentSpecValidator(kwargs["argument_spec"], mutually_exclusive=kwargs.get("mutually_exclusive"),
-                                 required_together=kwargs.get("required_together"),
-                                 required_one_of=kwargs.get("required_one_of"),
-                                 required_if=kwargs.get("required_if"),
-                                 required_by=kwargs.get("required_by"))
+def secret_keys(p):
+    """The keys a Secret of these nim_secret options carries: what is rendered, and what a Secret made
+    elsewhere must have."""
+    kind = p["kind"]
+    if kind in SECRET_KEY_DEFAULT:
+        return [p["key"] or SECRET_KEY_DEFAULT[kind]]
+    if kind == "registry":
+        return [".dockerconfigjson"]
+    if kind == "tls":
+        return ["tls.crt", "tls.key"]
+    return sorted((p["data"] or {}).keys()) or list(p["keys"])
+
+
+def service_options(args):
+    """nim_service's options, complete, from task arguments (a `service` dict or not): the dict expanded,
+    the options checked against the argument spec (defaults applied), the defaults that depend on other
+    options filled in, and every rule that needs no cluster checked. Raises NimError naming the field and
+    the fix. The benchmark and the tests build their services through this."""
+    try:
+        args = expand_service(args)
+    except ValueError as e:
+        raise NimError(str(e))
+    result = validator_for("nim_service").validate(args)
+    if result.error_messages:
+        raise NimError("; ".join(result.error_messages))
+    return complete_service(result.validated_parameters)
+
+
+def complete_service(p):
+    """The last two steps of service_options(), for options already checked against the argument spec (by
+    AnsibleModule or the action plugin): the defaults that depend on other options, then validate.service().
+    Returns a new dict; runs once per call."""
+    if p.get("service"):
+        raise NimError("service: expanded by the nimguard.k8s.nim_service action plugin, which did not run here. "
+                       "Fix: call the module as nimguard.k8s.nim_service in a task, or pass the options at the top level.")
+    p = copy.deepcopy(p)
+    delivery = p["secret_delivery"]
+    if not delivery["mode"]:
+        delivery["mode"] = "env" if p["backend"] == "operator" else "file"
+    if p["state"] == "present":
+        validate.service(p)
+        image = p["image"]
+        if not p["proxy"]["ca_init_image"]:
+            p["proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
+        pvc = p["storage"]["pvc"]
+        if pvc and not pvc["name"] and p["backend"] == "native":  # the NIM Operator names its own claim
+            pvc["name"] = "%s-model-store" % p["name"]
+    else:
+        validate.check_name(p["name"], "name", "dns1035")
+    return p

@@ -17,17 +17,7 @@ description:
   - Secret objects passed here are redacted in diffs and results like everywhere else.
 author:
   - nimguard.k8s contributors (@nimguard)
-extends_documentation_fragment:
-  - nimguard.k8s.connection
-  - nimguard.k8s.connection.API_PROXY
-  - nimguard.k8s.wait
-attributes:
-  check_mode:
-    support: full
-    description: Predicts through the API server's dry run; nothing is written.
-  diff_mode:
-    support: full
-    description: Before and after of each changed object, secrets redacted.
+extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY, nimguard.k8s.wait]
 options:
   definition:
     description:
@@ -93,11 +83,11 @@ EXAMPLES = r'''
 
 RETURN = r'''
 changed:
-  description: Whether the API server changed any object.
+  description: Whether the API server changed any of the objects given.
   returned: always
   type: bool
 objects:
-  description: Each object with what happened to it (C(created), C(updated), C(unchanged), C(deleted)).
+  description: The objects given, in order, each with C(created), C(updated), C(unchanged) or C(deleted).
   returned: always
   type: list
   elements: dict
@@ -108,13 +98,16 @@ resources:
   returned: when state is present
   type: list
   elements: dict
+  sample:
+    - {apiVersion: v1, kind: Namespace, name: nim-service}
 '''
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_apply
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
 
 
 def main():
-    run_module("nim_apply")
+    run_module(nim_apply)
 
 
 if __name__ == "__main__":

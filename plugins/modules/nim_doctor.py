@@ -24,16 +24,7 @@ description:
   - V(external_secrets) - ExternalSecrets that are not synced, with the reason from their status.
 author:
   - nimguard.k8s contributors (@nimguard)
-extends_documentation_fragment:
-  - nimguard.k8s.connection
-  - nimguard.k8s.connection.API_PROXY
-attributes:
-  check_mode:
-    support: full
-    description: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing to diff.
+extends_documentation_fragment: [nimguard.k8s.attributes.READ_ONLY, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY]
 options:
   namespace:
     description: Namespace checked, and the default namespace of O(services).
@@ -110,11 +101,12 @@ warnings_count:
   type: int
 '''
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_doctor
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
 
 
 def main():
-    run_module("nim_doctor")
+    run_module(nim_doctor)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,7 @@ description:
   - Needs no cluster connection; read-only, and runs the same in check mode.
 author:
   - nimguard.k8s contributors (@nimguard)
-attributes:
-  check_mode:
-    support: full
-    description: Scanning changes nothing; the gate runs in check mode too.
-  diff_mode:
-    support: none
-    description: Nothing to diff.
+extends_documentation_fragment: [nimguard.k8s.attributes.READ_ONLY]
 options:
   images:
     description: Image references to scan (C(repository:tag) or C(repository@sha256:...)).
@@ -178,49 +172,12 @@ images:
       below_threshold: 2
 '''
 
-import os
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.scan import SEVERITIES, scan_images
-
-ARGUMENT_SPEC = dict(
-    images=dict(type="list", elements="str", default=[]),
-    services=dict(type="list", elements="dict", default=[]),
-    reports=dict(type="dict", default={}),
-    trivy=dict(type="str", default="trivy"),
-    trivy_args=dict(type="list", elements="str", default=[]),
-    scanners=dict(type="list", elements="str", default=["vuln", "secret"], choices=["vuln", "secret", "misconfig"]),
-    severity=dict(type="str", default="CRITICAL", choices=list(SEVERITIES)),
-    allow_list=dict(type="list", elements="dict", default=[], options=dict(
-        id=dict(type="str", required=True),
-        reason=dict(type="str", required=True),
-        expires=dict(type="raw", required=True),
-        package=dict(type="str"),
-        image=dict(type="str"),
-    )),
-)
+from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_image_scan
+from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-
-    def run(argv):
-        return module.run_command(argv)
-
-    def read(path):
-        with open(path) as f:
-            return f.read()
-
-    def find_binary(name):
-        if os.sep in name:
-            return name if os.access(name, os.X_OK) else None
-        return module.get_bin_path(name)
-
-    try:
-        module.exit_json(**scan_images(module.params, run, read, find_binary, module.tmpdir))
-    except NimError as e:
-        module.fail_json(msg=e.msg, changed=False, **e.details)
+    run_module(nim_image_scan)
 
 
 if __name__ == "__main__":

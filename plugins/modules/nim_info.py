@@ -15,17 +15,7 @@ description:
   - Server bookkeeping (managedFields, resourceVersion) is dropped; Secret data appears only as short content hashes.
 author:
   - nimguard.k8s contributors (@nimguard)
-extends_documentation_fragment:
-  - nimguard.k8s.connection
-  - nimguard.k8s.connection.API_PROXY
-  - nimguard.k8s.wait
-attributes:
-  check_mode:
-    support: full
-    description: Read-only.
-  diff_mode:
-    support: none
-    description: Nothing to diff.
+extends_documentation_fragment: [nimguard.k8s.attributes.READ_ONLY, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY, nimguard.k8s.wait]
 options:
   api_version:
     description: API version, for example V(apps/v1).
@@ -91,11 +81,12 @@ exists:
   type: bool
 '''
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_info
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
 
 
 def main():
-    run_module("nim_info")
+    run_module(nim_info)
 
 
 if __name__ == "__main__":

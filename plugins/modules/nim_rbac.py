@@ -21,17 +21,7 @@ description:
     so use this module for services deployed by other means, or set C(rbac.create=false) there.
 author:
   - nimguard.k8s contributors (@nimguard)
-extends_documentation_fragment:
-  - nimguard.k8s.connection
-  - nimguard.k8s.connection.API_PROXY
-  - nimguard.k8s.connection.STATE
-attributes:
-  check_mode:
-    support: full
-    description: Predicts through the API server's dry run; nothing is written.
-  diff_mode:
-    support: full
-    description: Before and after of each object.
+extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY, nimguard.k8s.connection.STATE]
 options:
   name:
     description: Name of the NIM service; the three objects share it.
@@ -124,11 +114,11 @@ EXAMPLES = r'''
 
 RETURN = r'''
 changed:
-  description: Whether the API server changed any object.
+  description: Whether the API server changed the ServiceAccount, the Role or the RoleBinding.
   returned: always
   type: bool
 objects:
-  description: Each object with what happened to it (C(created), C(updated), C(unchanged), C(deleted)).
+  description: The three objects (and any pruned), each with C(created), C(updated), C(unchanged) or C(deleted).
   returned: always
   type: list
   elements: dict
@@ -150,11 +140,12 @@ scc:
   sample: nonroot
 '''
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_rbac
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
 
 
 def main():
-    run_module("nim_rbac")
+    run_module(nim_rbac)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,7 @@ description:
     or C(-vvvv) output, neither plain nor base64-encoded.
 author:
   - nimguard.k8s contributors (@nimguard)
-extends_documentation_fragment:
-  - nimguard.k8s.connection
-  - nimguard.k8s.connection.API_PROXY
-  - nimguard.k8s.connection.STATE
-attributes:
-  check_mode:
-    support: full
-    description: Predicts through the API server's dry run (C(dryRun=All)); nothing is written.
-  diff_mode:
-    support: full
-    description: Before and after of the Secret with every value replaced by a short content hash.
+extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY, nimguard.k8s.connection.STATE]
 options:
   name:
     description:
@@ -216,17 +206,18 @@ secret:
   type: dict
   sample: {name: ngc-api-secret, namespace: nim-service, type: Opaque, keys: [NGC_API_KEY]}
 diff:
-  description: With C(--diff), before and after of each changed object, values redacted.
-  returned: when diff mode is on and something changed
+  description: With C(--diff), before and after of the Secret, each value a short content hash.
+  returned: when diff mode is on and the Secret changed
   type: list
   elements: dict
 '''
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_secret
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
 
 
 def main():
-    run_module("nim_secret")
+    run_module(nim_secret)
 
 
 if __name__ == "__main__":

@@ -26,17 +26,7 @@ description:
     Deployment once (C(maxUnavailable=0)) and an unchanged one never does.
 author:
   - nimguard.k8s contributors (@nimguard)
-extends_documentation_fragment:
-  - nimguard.k8s.connection
-  - nimguard.k8s.connection.API_PROXY_SERVICE
-  - nimguard.k8s.connection.STATE
-attributes:
-  check_mode:
-    support: full
-    description: Predicts through the API server's dry run, so validation and admission are part of the prediction.
-  diff_mode:
-    support: full
-    description: Before and after of each changed object; Secret data and secret-looking literal env values redacted.
+extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY_SERVICE, nimguard.k8s.connection.STATE]
 options:
   name:
     description: Name of the NIM service (a DNS-1035 label); every object is named after it.
@@ -320,45 +310,44 @@ options:
     default: []
   probes:
     description:
-      - HTTP probes on the API port. Defaults - startup C(/v1/health/ready) every 10 s up to 180 times (model
-        download), liveness C(/v1/health/live) every 10 s, readiness C(/v1/health/ready) every 5 s.
+      - HTTP probes on the API port, with the NIM images' paths and timings by default. Zeros are not rendered (the
+        API server leaves them out).
     type: dict
     default: {}
     suboptions:
       startup:
-        description: Startup probe.
+        description: Startup probe; by default it allows 30 minutes (180 x 10 s) for a model download.
         type: dict
         default: {}
-        suboptions: &probe
-          enabled:
-            description: Render the probe.
-            type: bool
-            default: true
-          path:
-            description: HTTP path.
-            type: str
-          initial_delay_seconds:
-            description: Seconds before the first probe.
-            type: int
-          period_seconds:
-            description: Seconds between probes.
-            type: int
-          timeout_seconds:
-            description: Seconds per probe.
-            type: int
-          failure_threshold:
-            description: Failures before the probe fails.
-            type: int
+        suboptions:
+          enabled: {description: Render the probe., type: bool, default: true}
+          path: {description: HTTP path., type: str, default: /v1/health/ready}
+          initial_delay_seconds: {description: Seconds before the first probe., type: int, default: 10}
+          period_seconds: {description: Seconds between probes., type: int, default: 10}
+          timeout_seconds: {description: Seconds per probe., type: int, default: 1}
+          failure_threshold: {description: Failures before the probe fails., type: int, default: 180}
       liveness:
-        description: Liveness probe (same suboptions as O(probes.startup)).
+        description: Liveness probe.
         type: dict
         default: {}
-        suboptions: *probe
+        suboptions:
+          enabled: {description: Render the probe., type: bool, default: true}
+          path: {description: HTTP path., type: str, default: /v1/health/live}
+          initial_delay_seconds: {description: Seconds before the first probe., type: int, default: 0}
+          period_seconds: {description: Seconds between probes., type: int, default: 10}
+          timeout_seconds: {description: Seconds per probe., type: int, default: 1}
+          failure_threshold: {description: Failures before the probe fails., type: int, default: 3}
       readiness:
-        description: Readiness probe (same suboptions as O(probes.startup)).
+        description: Readiness probe.
         type: dict
         default: {}
-        suboptions: *probe
+        suboptions:
+          enabled: {description: Render the probe., type: bool, default: true}
+          path: {description: HTTP path., type: str, default: /v1/health/ready}
+          initial_delay_seconds: {description: Seconds before the first probe., type: int, default: 0}
+          period_seconds: {description: Seconds between probes., type: int, default: 5}
+          timeout_seconds: {description: Seconds per probe., type: int, default: 1}
+          failure_threshold: {description: Failures before the probe fails., type: int, default: 3}
   replicas:
     description: Number of pods.
     type: int
@@ -433,9 +422,10 @@ options:
         type: bool
         default: true
       command:
-        description: The image's start command, run after the export. Defaults to the NIM images' entrypoint.
+        description: The image's start command, run after the export; by default the NIM images' entrypoint.
         type: list
         elements: str
+        default: [/opt/nvidia/nvidia_entrypoint.sh, /opt/nim/start_server.sh]
       vault:
         description: Vault agent settings for O(secret_delivery.mode=vault_agent).
         type: dict
@@ -536,6 +526,7 @@ options:
       max_surge:
         description: Extra pods during a rollout (an int or a percentage). Each needs its GPUs.
         type: raw
+        default: 1
   preflight:
     description: Run the cluster checks before writing (one read each).
     type: bool
@@ -654,7 +645,9 @@ changed:
   returned: always
   type: bool
 objects:
-  description: Each object with what happened to it (C(created), C(updated), C(unchanged), C(deleted)).
+  description:
+    - Every object of the service, each with C(created), C(updated) or C(unchanged); one it no longer renders
+      (an Ingress switched off, say) is pruned and listed as C(deleted).
   returned: always
   type: list
   elements: dict
@@ -682,17 +675,19 @@ rollout:
   type: dict
   sample: {replicas: 1, updatedReplicas: 1, readyReplicas: 1, availableReplicas: 1, unavailableReplicas: 0}
 diff:
-  description: With C(--diff), before and after of each changed object, secrets redacted.
+  description: With C(--diff), before and after of each object that changed; secret-looking literal env values as
+    content hashes.
   returned: when diff mode is on and something changed
   type: list
   elements: dict
 '''
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_service
 from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run_module
 
 
 def main():
-    run_module("nim_service")
+    run_module(nim_service)
 
 
 if __name__ == "__main__":

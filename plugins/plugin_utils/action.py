@@ -7,6 +7,10 @@ Starting a module costs a new Python interpreter and an AnsiballZ payload per ta
 a converge's time (the API work is milliseconds). When the task runs on the controller itself
 (connection local, no become), the same module_utils code runs here, in the worker process; on any
 other host the module runs there as usual, so a bastion host that alone reaches the API keeps working.
+
+Each action plugin names its module (MODULE); its logic is module_utils/modules/<MODULE>.py and its
+argument spec specs.MODULES[MODULE]. What differs between modules is an override in that plugin
+(nim_service's `service` dict: module_args()), never a branch here.
 """
 
 from __future__ import annotations
@@ -25,43 +29,47 @@ from ansible.plugins.action import ActionBase
 _FORCE_MODULE = "NIMGUARD_REMOTE_MODULE"
 _ENV_PREFIXES = ("K8S_AUTH_", "KUBECONFIG", "KUBERNETES_SERVICE_")
 _MODULE_UTILS = "ansible_collections.nimguard.k8s.plugins.module_utils"
-# What run() needs, each after the ones it imports.
-_LOAD_ORDER = ("client", "redact", "render", "apply", "specs", "runner")
+_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
 
 
-def _load_module_utils():
-    """Import the module_utils that run() needs through Python's own loader, which keeps their bytecode
-    in __pycache__. Ansible's collection loader compiles a collection's code from source at every import,
-    and each task's worker process imports it anew (the controller does not import it: that would add
-    5 MB to its peak memory): about 20 ms a task on a 2-core machine, and most of a rerun's Ansible cost
-    beyond the first task."""
-    package = importlib.import_module(_MODULE_UTILS)
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
-    for name in _LOAD_ORDER:
-        fullname = "%s.%s" % (_MODULE_UTILS, name)
-        if fullname in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(fullname, os.path.join(folder, name + ".py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[fullname] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[fullname]
-            raise
-        setattr(package, name, module)
+class _BytecodeFinder(object):
+    """Finds the collection's module_utils files for Python's own file loader, which keeps their bytecode in
+    __pycache__. Ansible's collection loader compiles a collection's code from source at every import, and
+    each task's worker process imports it anew: about 20 ms a task on a 2-core machine, most of a rerun's
+    Ansible cost beyond the first task. Being an import hook, it loads whatever a module imports, in the
+    order the imports ask for it: no list to keep. Folders (packages) are left to the collection loader."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        if not fullname.startswith(_MODULE_UTILS + "."):
+            return None
+        source = os.path.join(_FOLDER, *fullname[len(_MODULE_UTILS) + 1:].split(".")) + ".py"
+        return importlib.util.spec_from_file_location(fullname, source) if os.path.isfile(source) else None
 
 
-def _run_command(argv, env_update):
-    """kubeconfig exec plugins, started here in the worker (module_utils' client.COMMAND_RUNNER): the module path
-    uses AnsibleModule.run_command instead."""
-    proc = subprocess.run(argv, env=dict(os.environ, **env_update), capture_output=True, timeout=60, check=False)
-    return proc.returncode, proc.stdout.decode("utf-8")
+def module_utils(name):
+    """A module_utils module, imported in the worker through _BytecodeFinder (the controller does not
+    import module_utils: the client's imports, ssl and http.client, would add 5 MB to its peak memory)."""
+    if _BytecodeFinder not in sys.meta_path:
+        sys.meta_path.insert(0, _BytecodeFinder)
+    return importlib.import_module("%s.%s" % (_MODULE_UTILS, name))
+
+
+def _run_command(argv, env_update=None, timeout=None):
+    """Commands (kubeconfig exec plugins, Trivy) started here in the worker: module_utils' kubeconfig.COMMAND_RUNNER.
+    The module path uses AnsibleModule.run_command instead."""
+    proc = subprocess.run(argv, env=dict(os.environ, **(env_update or {})), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 class NimAction(ActionBase):
     MODULE = ""
     TRANSFERS_FILES = False
+
+    def module_args(self, args):
+        """The task's arguments as the module takes them (an override's ValueError fails the task)."""
+        return args
 
     def _in_controller(self):
         transport = getattr(self._connection, "transport", "") or ""
@@ -88,37 +96,28 @@ class NimAction(ActionBase):
                     os.environ[k] = v
 
     def run(self, tmp=None, task_vars=None):
-        # Imported here, in the worker: the controller loads this class for every task (to read its
-        # class attributes), and the client's imports (ssl, http.client) would add 5 MB to it.
-        _load_module_utils()
-        from ansible_collections.nimguard.k8s.plugins.module_utils.client import COMMAND_RUNNER
-        from ansible_collections.nimguard.k8s.plugins.module_utils.runner import run
-        from ansible_collections.nimguard.k8s.plugins.module_utils.specs import expand_service, validator_for
-
         result = super(NimAction, self).run(tmp, task_vars)
-        args = dict(self._task.args)
-        if self.MODULE == "nim_service":
-            try:
-                args = expand_service(args)
-            except ValueError as e:
-                result.update(failed=True, changed=False, msg=str(e))
-                return result
+        try:
+            args = self.module_args(dict(self._task.args))
+        except ValueError as e:
+            result.update(failed=True, changed=False, msg=str(e))
+            return result
         if not self._in_controller():
             result.update(self._execute_module(module_name="nimguard.k8s." + self.MODULE,
                                                module_args=args, task_vars=task_vars))
             return result
-        COMMAND_RUNNER["run"] = _run_command
-        validator = validator_for(self.MODULE)
+        runner, specs = module_utils("runner"), module_utils("specs")
+        module_utils("kubeconfig").COMMAND_RUNNER["run"] = _run_command
+        logic = module_utils("modules." + self.MODULE)
         with self._task_environment():
-            validated = validator.validate(args)
-            no_log_values = validated._no_log_values
+            validated = specs.validator_for(self.MODULE).validate(args)
             if validated.error_messages:
                 out = dict(failed=True, msg="; ".join(validated.error_messages))
             else:
                 looping = bool(self._task.loop or self._task.loop_with)
-                ok, out = run(self.MODULE, validated.validated_parameters, check_mode=bool(self._task.check_mode),
-                              diff=bool(self._task.diff), reuse=looping)
+                task = runner.Task(bool(self._task.check_mode), bool(self._task.diff), reuse=looping)
+                ok, out = runner.run(logic, validated.validated_parameters, task)
                 if not ok:
                     out["failed"] = True
-        result.update(remove_values(out, no_log_values))
+        result.update(remove_values(out, validated._no_log_values))
         return result

@@ -47,12 +47,12 @@ def service_options(i, namespace):
 def render_objects(n, namespace):
     """The exact objects the collection applies, through its own rendering (for kubectl and kubernetes.core)."""
     sys.path.insert(0, os.environ["COLLECTIONS_DIR"])
-    from ansible_collections.nimguard.k8s.plugins.module_utils import render, runner, specs
+    from ansible_collections.nimguard.k8s.plugins.module_utils import render, specs
     from ansible_collections.nimguard.k8s.plugins.module_utils.apply import stamp
     out = []
     for i in range(n):
         opts = service_options(i, namespace)
-        p = runner._service_defaults(specs.validator_for("nim_service").validate(opts).validated_parameters)
+        p = specs.service_options(opts)
         secret_p = specs.validator_for("nim_secret").validate(
             dict(name="ngc-%03d" % i, namespace=namespace, kind="ngc", value=KEY)).validated_parameters
         pull_p = specs.validator_for("nim_secret").validate(

@@ -3,7 +3,6 @@
 # Versions are the cache keys: bump one and the next `scripts/cluster build` rebuilds only that part.
 K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.6
-KWOK_VERSION=v0.8.0
 KUBE_SCORE_VERSION=v1.20.0
 TRIVY_VERSION=v0.74.0
 # The certmanager add-on's controller and the chart that tests the cert_manager role's helm install
@@ -67,12 +66,21 @@ APT_PACKAGES+=(containerd runc busybox-static)
 APT_PACKAGES+=(containernetworking-plugins iptables ipset)
 # `scripts/test matrix`: the Debian 13 root whose Python 3.13 runs ansible-core 2.20 and later (scripts/lib/matrix.sh).
 APT_PACKAGES+=(debootstrap)
+# gpg signs the local NVIDIA Container Toolkit apt repository (scripts/localcluster/toolkit.sh).
+APT_PACKAGES+=(gnupg)
 
 # The interpreter the venv is made from (ansible-core 2.19 wants 3.11 to 3.13 on the controller).
 PYTHON=${NIMGUARD_PYTHON:-python3}
 
-# Put the venv's tools (ansible-*, pytest, ...) first on PATH.
+# What scripts/site runs: ansible-core and the collection's requirements alone (`scripts/setup site`), and the
+# local cluster with the real node, where its demo runs for real. The other add-ons are the tests' (KWOK's fake
+# nodes, cert-manager, External Secrets: minutes of Go builds each on a new machine);
+# tests/packaging/test_localcluster.py keeps them out of the site run. NIMGUARD_ADDONS overrides this.
+SITE_VENV=$CACHE/venv-site
+SITE_ADDONS=node
+
+# Put the venv's tools (ansible-*, pytest, ...) first on PATH (scripts/site sets VENV=$SITE_VENV first).
 use_venv() {
-  [[ -x $VENV/bin/python ]] || die "no virtual environment at $VENV: run scripts/setup"
+  [[ -x $VENV/bin/python ]] || die "no virtual environment at $VENV: run scripts/setup (site: scripts/setup site)"
   export VIRTUAL_ENV=$VENV PATH=$VENV/bin:$PATH
 }

@@ -4,9 +4,32 @@
 
 _key() { cat "$@" 2>/dev/null | sha256sum | cut -c1-12; }
 
+# What build_part does with each part (scripts/cluster build --check | --list):
+#   build  build it unless built (the default)
+#   check  the cold-cache check: run its recipe as on a new machine, with a module cache and build cache of its
+#          own, both empty, and `go -n`: every package is loaded, so every module it builds from is downloaded,
+#          and nothing is compiled. The recipe's file steps (CRDs, charts, stages copied out of a module) run for
+#          real, into a folder thrown away with the caches. A recipe that reads what it did not download itself
+#          (`go list -m` of a module not in the cache, a file of another part) fails here, not on a new machine.
+#          Mostly disk work (unpacking modules, 2.7 GB for Trivy alone): NIMGUARD_CHECK_JOBS parts at a time
+#          (default 2), then check_done reports.
+#   list   print its name
+BUILD_MODE=build
+# Name prefixes of the parts to act on (scripts/cluster build PART...); empty: every part asked for.
+BUILD_ONLY=()
+
 # build_part NAME KEY OUTDIR COMMAND...: skip when OUTDIR/.key matches.
 build_part() {
   local name=$1 key=$2 out=$3 lock; shift 3
+  _wanted "$name" || return 0
+  case $BUILD_MODE in
+    list) echo "$name"; return 0 ;;
+    check)
+      : "${_CHECK_FAILED:=$(mktemp)}"
+      _check_part "$name" "$@" || echo "$name" >> "$_CHECK_FAILED" &
+      while (($(jobs -rp | wc -l) >= ${NIMGUARD_CHECK_JOBS:-2})); do wait -n || true; done
+      return 0 ;;
+  esac
   # Sessions sharing $CACHE build a part one at a time: a second one waits, then finds it built.
   mkdir -p "$(dirname "$out")"
   exec {lock}>"$out.lock"
@@ -19,17 +42,65 @@ build_part() {
   log "building $name (cold: minutes on 2 cores; output below every 30s)"
   local t0=$SECONDS
   ( "$@" "$out.tmp" ) &
-  local pid=$!
-  local n=0
-  while kill -0 "$pid" 2>/dev/null; do  # 1 s steps: a short build does not wait out a 30 s sleep
-    sleep 1
-    ((++n % 30)) || log "  still building $name ($((SECONDS - t0))s)"
-  done
-  wait "$pid" || die "building $name failed"
+  _progress "$!" "building $name" || die "building $name failed"
   echo "$key" > "$out.tmp/.key"
   rm -rf "$out" && mv "$out.tmp" "$out"
   exec {lock}>&-
   log "built $name in $((SECONDS - t0))s"
+}
+
+_wanted() {  # _wanted NAME: BUILD_ONLY is empty or NAME starts with one of its prefixes
+  local p
+  ((${#BUILD_ONLY[@]})) || return 0
+  for p in "${BUILD_ONLY[@]}"; do [[ $1 == "$p"* ]] && return 0; done
+  return 1
+}
+
+_progress() {  # _progress PID WHAT: wait for PID, a line every 30 s; its exit status
+  local t0=$SECONDS n=0
+  while kill -0 "$1" 2>/dev/null; do  # 1 s steps: a short job does not wait out a 30 s sleep
+    sleep 1
+    ((++n % 30)) || log "  still $2 ($((SECONDS - t0))s)"
+  done
+  wait "$1"
+}
+
+# The modules come from this machine's module downloads when they are there (a file:// proxy: fast, no
+# network), else from the configured proxy, as on a new machine.
+_check_goproxy() {
+  local dl
+  dl=$(go env GOMODCACHE)/cache/download
+  if [[ -d $dl ]]; then echo "file://$dl,$(go env GOPROXY)"; else go env GOPROXY; fi
+}
+
+_check_part() {  # _check_part NAME COMMAND...: see BUILD_MODE
+  local name=$1 tmp rc=0 t0=$SECONDS mb; shift
+  tmp=$(mktemp -d) && mkdir "$tmp/out" || return 1
+  : "${CHECK_GOPROXY:=$(_check_goproxy)}"
+  log "checking $name on empty caches"
+  # -modcacherw: the module cache can be deleted without `go clean -modcache`. The recipe's output (go -n
+  # prints every compile command) goes to a log, shown when it fails.
+  ( export GOMODCACHE=$tmp/mod GOCACHE=$tmp/gocache GOFLAGS="$GOFLAGS -n -modcacherw" GOPROXY=$CHECK_GOPROXY
+    "$@" "$tmp/out" ) > "$tmp/log" 2>&1 &
+  _progress "$!" "checking $name" || rc=$?
+  mb=$(du -sm "$tmp/mod" 2>/dev/null | cut -f1)
+  if ((rc)); then
+    log "$name: its recipe fails on empty caches (exit $rc); its last lines:"
+    tail -20 "$tmp/log" >&2
+  else
+    log "checked $name cold in $((SECONDS - t0))s (${mb:-0} MB of modules)"
+  fi
+  rm -rf "$tmp"
+  return "$rc"
+}
+
+check_done() {  # after the build_part calls of a check: wait for them, fail naming the parts that failed
+  wait
+  [[ -n ${_CHECK_FAILED:-} ]] || return 0
+  local failed
+  failed=$(paste -sd, "$_CHECK_FAILED")
+  rm -f "$_CHECK_FAILED"
+  [[ -z $failed ]] || die "the cold-cache check failed for: $failed"
 }
 
 _build_k8s() {
@@ -64,7 +135,6 @@ _build_goinstall() {  # _build_goinstall PKG@VERSION [env...] OUT: an add-on or 
 
 K8S_BIN=$CACHE/bin/k8s-$K8S_VERSION
 ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
-KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
 KUBE_SCORE_BIN=$CACHE/bin/kube-score-$KUBE_SCORE_VERSION
 TRIVY_BIN=$CACHE/bin/trivy-$TRIVY_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
@@ -79,22 +149,6 @@ build_cluster() {
     "$K8S_VERSION-$(_key "$ROOT"/scripts/localcluster/k8s/go.{mod,sum})" "$K8S_BIN" _build_k8s
   build_part "etcd $ETCD_VERSION" "$ETCD_VERSION-$(_key "$ROOT"/scripts/localcluster/etcd/go.{mod,sum})" \
     "$ETCD_BIN" _build_etcd
-  # "stages1": the layout of the output folder (the stages beside the binary).
-  build_part "kwok $KWOK_VERSION" "$KWOK_VERSION-stages1" "$KWOK_BIN" _build_kwok
-}
-
-# KWOK ships no built-in stages: the ones in its module (kustomize/stage) are copied next to the binary,
-# so `up` reads no module cache. The heartbeat stage renews node Leases (--node-lease-duration-seconds);
-# without it the node controller marks the fake nodes Unknown after the grace period and their pods
-# NotReady, and KWOK never readies them again.
-KWOK_STAGES=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
-  pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml)
-_build_kwok() {
-  local dir f
-  _build_goinstall "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$1" &&
-    dir=$(go_module "sigs.k8s.io/kwok@$KWOK_VERSION" Dir) || return 1
-  mkdir -p "$1/stages"
-  for f in "${KWOK_STAGES[@]}"; do cp "$dir/kustomize/stage/$f" "$1/stages/${f//\//-}" || return 1; done
 }
 
 # build_tools helm|kube-score|trivy...: the test tools the tests run beside the cluster. A test calls it
@@ -138,7 +192,7 @@ build_helm() {
 # `go mod download -json` (Dir, GoMod). Without @VERSION, the version DIR's go.mod requires. Every recipe
 # that reads a module's files asks here: `go list -m -f {{.Dir}}` prints nothing for a module that is not
 # downloaded yet, so a recipe built on it works only on a warm cache (the cold External Secrets build broke
-# that way). tests/buildscripts/test_cold_build.py runs every recipe on an empty module cache.
+# that way). `scripts/cluster build --check` runs every recipe on empty caches (tests/packaging/test_localcluster.py).
 go_module() {
   local json
   json=$(cd "${3:-/}" && go mod download -json "$1") || { log "go mod download $1 failed: $json"; return 1; }

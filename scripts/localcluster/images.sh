@@ -52,7 +52,7 @@ _stage_fakenim() {
   for applet in $("$BUSYBOX" --list-full); do
     [[ -e $root/$applet || -L $root/$applet ]] || ln -s /bin/busybox "$root/$applet"
   done
-  # The collection's default command (render.py DEFAULT_NIM_COMMAND) as in NVIDIA's images.
+  # The collection's default command (specs.py DEFAULT_NIM_COMMAND) as in NVIDIA's images.
   printf '#!/bin/sh\n# Stand-in for the NIM entrypoint wrapper: runs its arguments.\nexec "$@"\n' \
     > "$root/opt/nvidia/nvidia_entrypoint.sh"
   printf '#!/bin/sh\nexec /usr/local/bin/fakenim serve "$@"\n' > "$root/opt/nim/start_server.sh"
@@ -89,7 +89,12 @@ images_build() {
   _images_paths
   build_part "test images' binaries (fakenim, pause, fake-gpu-plugin)" "$TESTIMAGES_KEY" "$TESTIMAGES_BIN" \
     _build_testimages
-  build_part "test images (pause, fakenim)" "$TESTIMAGES_KEY" "$IMAGES_DIR" _mkimages
+  local name="test images (pause, fakenim)"
+  if [[ $BUILD_MODE == check ]]; then  # its input is the binaries above, which a check does not compile
+    _wanted "$name" && log "not checked: $name: made from the binaries above and local files, it reads no module"
+    return 0
+  fi
+  build_part "$name" "$TESTIMAGES_KEY" "$IMAGES_DIR" _mkimages
 }
 
 images_list() {

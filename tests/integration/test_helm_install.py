@@ -76,10 +76,11 @@ def _free_ports():
 
 @pytest.fixture(scope="module")
 def own_cluster(helm_tools, tmp_path_factory):
-    """A second local cluster: its own state folder and ports, no add-ons; stopped at the end."""
+    """A second local cluster: its own state folder and ports, KWOK's fake nodes for the charts' pods and no other
+    add-on; stopped at the end."""
     api_port, etcd_port = _free_ports()
     extra = {"NIMGUARD_STATE": str(tmp_path_factory.mktemp("helm-cluster")), "NIMGUARD_API_PORT": str(api_port),
-             "NIMGUARD_ETCD_PORT": str(etcd_port), "NIMGUARD_ADDONS": ""}
+             "NIMGUARD_ETCD_PORT": str(etcd_port), "NIMGUARD_ADDONS": "kwok"}
     env = dict(os.environ, **extra)
     try:
         up = subprocess.run([CLUSTER, "up"], env=env, capture_output=True, text=True, timeout=1800, check=False)

@@ -12,13 +12,12 @@ import re
 import subprocess
 import sys
 import threading
-import tomllib
 import uuid
 
 import pytest
 
 from playbook import run_play
-from realnode import (CLUSTER, FAKENIM, ROOT, FAST_PROBES, IMAGE, PIN, create, pod_manifest, pods, proxy_get, ready,
+from realnode import (FAKENIM, ROOT, FAST_PROBES, IMAGE, PIN, create, pod_manifest, pods, proxy_get, ready,
                       real_node, run_client, service_url, wait_until)
 
 
@@ -311,64 +310,6 @@ def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restri
         assert refused["connected"] is False, refused
     finally:
         cluster.kubectl("delete", "namespace", target_ns, "--wait=false", check=False)
-
-
-def test_gpu_runtime_node_side_on_real_containerd(cluster, node, namespace, tmp_path):
-    """gpu_runtime's node side against the node's own containerd: the role adds the nvidia runtime to the
-    config the node runs with, restarts containerd only when that changed, and a pod with
-    runtimeClassName nvidia runs through the handler. There is no GPU: the handler's binary is a stand-in
-    for nvidia-container-runtime that logs its arguments and hands over to runc. containerd replaces a plugin's
-    whole section with an imported file's, so the drop-in must carry the node's own CRI settings."""
-    log, restarts = tmp_path / "runtime.log", tmp_path / "restarts.log"
-    standin = tmp_path / "nvidia-container-runtime"
-    standin.write_text('#!/bin/sh\n# Stand-in for nvidia-container-runtime (no GPU here).\necho "$*" >> %s\n'
-                       'exec runc "$@"\n' % log)
-    standin.chmod(0o755)
-    dropin_dir = cluster.env["NIMGUARD_CONTAINERD_DROPIN_DIR"]
-    restart = "sh -c 'echo restart >> %s && exec %s addon node restart-containerd'" % (restarts, CLUSTER)
-    task = {"ansible.builtin.include_role": {"name": "nimguard.k8s.gpu_runtime", "tasks_from": "node.yml"},
-            "vars": dict(gpu_runtime_toolkit_install="skip", gpu_runtime_mode="",
-                         gpu_runtime_containerd_config=cluster.env["NIMGUARD_CONTAINERD_CONFIG"],
-                         gpu_runtime_containerd_dropin_dir=dropin_dir, gpu_runtime_runtime_binary=str(standin),
-                         gpu_runtime_restart_command=restart)}
-    pid_file = os.path.join(cluster.state, "pids", "containerd.pid")
-    with open(pid_file) as f:
-        pid0 = f.read()
-    try:
-        first = run_play(cluster, [task])
-        assert "failed=0" in first.output.split("PLAY RECAP")[1], first
-        with open(pid_file) as f:
-            pid1 = f.read()
-        assert pid1 != pid0 and len(restarts.read_text().splitlines()) == 1
-        # The merged config containerd now runs with keeps the node's own CRI settings.
-        dump = subprocess.run(["containerd", "--config", cluster.env["NIMGUARD_CONTAINERD_CONFIG"], "config", "dump"],
-                              capture_output=True, text=True, check=True).stdout
-        cri = tomllib.loads(dump)["plugins"]["io.containerd.grpc.v1.cri"]
-        assert cri["sandbox_image"] == "docker.io/local/pause:1" and cri["restrict_oom_score_adj"] is True, cri
-        assert set(cri["containerd"]["runtimes"]) == {"runc", "nvidia"}, cri["containerd"]["runtimes"]
-        again = run_play(cluster, [task])
-        assert "changed=0" in again.output.split("PLAY RECAP")[1], again
-        with open(pid_file) as f:
-            assert f.read() == pid1
-        assert len(restarts.read_text().splitlines()) == 1
-
-        cluster.kubectl("apply", "--server-side", "--field-manager", "nimguard-tests", "-f", "-", input=json.dumps(
-            {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"},
-             "handler": "nvidia"}))
-        wait_until("the kubelet to see containerd again", lambda: real_node(cluster), timeout=60)
-        create(cluster, namespace, pod_manifest("via-nvidia", ["probe", "127.0.0.1:9", "--timeout", "1s"],
-                                                extra_spec={"runtimeClassName": "nvidia"}))
-        done = wait_until("the nvidia-runtime pod to finish", lambda: (cluster.get_json(
-            "pod", "via-nvidia", "-n", namespace)["status"].get("containerStatuses") or [{}])[0]
-            .get("state", {}).get("terminated"), timeout=90)
-        container_id = done["containerID"].split("://")[1]
-        created = [ln for ln in log.read_text().splitlines() if "create" in ln.split() and container_id in ln]
-        assert created, log.read_text()
-    finally:
-        dropin = os.path.join(dropin_dir, "99-nvidia.toml")
-        if os.path.exists(dropin):  # back to the node's own config
-            os.remove(dropin)
-            subprocess.run([CLUSTER, "addon", "node", "restart-containerd"], env=cluster.env, check=False, timeout=60)
 
 
 def test_site_run_answers_through_the_service(cluster, node):

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import render
-from ansible_collections.nimguard.k8s.plugins.module_utils.runner import _service_defaults
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import validator_for
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import service_options
 from conftest import build_tools
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -77,9 +76,7 @@ EXCEPTIONS = {
 def service_params(name="llama", **overrides):
     args = dict(BASE, name=name)
     args.update(overrides)
-    result = validator_for("nim_service").validate(args)
-    assert not result.error_messages, result.error_messages
-    return _service_defaults(result.validated_parameters)
+    return service_options(args)
 
 
 def rendered(namespace="nim"):

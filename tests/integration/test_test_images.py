@@ -23,12 +23,11 @@ import uuid
 
 import pytest
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import render
-from ansible_collections.nimguard.k8s.plugins.module_utils.runner import _service_defaults
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import validator_for
+from ansible_collections.nimguard.k8s.plugins.module_utils import pod
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import service_options
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES_SH = ROOT / "scripts" / "lib" / "images.sh"
+IMAGES_SH = ROOT / "scripts" / "localcluster" / "images.sh"
 MODULE = ROOT / "scripts" / "localcluster" / "testimages"
 FAKENIM, PAUSE = "docker.io/local/fakenim:1", "docker.io/local/pause:1"
 KEY, NEW_KEY = "nvapi-test-images-" + uuid.uuid4().hex, "nvapi-test-images-" + uuid.uuid4().hex
@@ -274,9 +273,7 @@ def _rendered_pod():
     args = dict(name="fake", namespace="t", auth_secret="ngc-api", image=dict(repository="docker.io/local/fakenim", tag="1"),
                 secret_delivery=dict(mode="file"), proxy=dict(cert_config_map="custom-ca", https_proxy="http://u:pw@proxy.invalid:3128",
                                                               no_proxy="127.0.0.1,localhost"))
-    result = validator_for("nim_service").validate(args)
-    assert not result.error_messages, result.error_messages
-    template = render.render_pod_spec(_service_defaults(result.validated_parameters))[0]
+    template = pod.render_pod_spec(service_options(args))[0]
     return template["spec"]
 
 

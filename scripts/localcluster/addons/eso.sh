@@ -1,13 +1,13 @@
 # Local-cluster add-on: External Secrets Operator, the real controller, built from the Go module proxy.
 # Sourced by scripts/cluster (which defines start, wait_for, timed, k, $STATE, $LOGS, $PIDS).
-# shellcheck shell=bash disable=SC2034  # ESO_COMPONENTS is read by scripts/cluster
+# shellcheck shell=bash disable=SC2034  # eso_COMPONENTS is read by scripts/cluster
 #
 # ESO_VERSION is set in scripts/lib/common.sh. The CRDs come from the same module (deploy/crds/bundle.yaml,
 # copied next to the binary so `up` needs no module cache).
 
 ESO_BIN=$CACHE/bin/eso-$ESO_VERSION
 ESO_MODULE=$ROOT/scripts/localcluster/eso
-ESO_COMPONENTS=(external-secrets)
+eso_COMPONENTS=(external-secrets)
 
 # The module's source is copied into the build folder with our provider and generator lists
 # (scripts/localcluster/eso/trim) in place of its own, and built through a replace directive: go build

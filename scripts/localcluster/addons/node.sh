@@ -31,7 +31,7 @@ NODE_SOCK=$NODE_DIR/containerd.sock
 NODE_IP=$(n=${NODE_SUBNET%/*}; echo "${n%.*}.$((${n##*.} + 1))")
 # cgroup v1 here: pods go under a cgroup root of this cluster's own, not the host's /kubepods.
 NODE_CGROUP=/nimguard-$(printf %s "$STATE" | sha256sum | cut -c1-8)
-NODE_COMPONENTS=(containerd kubelet kube-proxy kube-router fake-gpu-plugin)
+node_COMPONENTS=(containerd kubelet kube-proxy kube-router fake-gpu-plugin)
 NODE_APT=(containerd runc containernetworking-plugins busybox-static ipset iptables)
 
 # The test images (pause, fakenim) and the stand-in GPU device plugin: scripts/localcluster/images.sh.
@@ -68,7 +68,7 @@ node_build() {
     _build_goinstall "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
   build_part "crictl $CRICTL_VERSION" "$CRICTL_VERSION" "$CRICTL_BIN" \
     _build_goinstall "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
-  timed "test images" images_build
+  images_build
 }
 
 # ---- up ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import yaml
 
 import awxjob
 from ansible_collections.nimguard.k8s.plugins.filter.survey import survey_services
-from ansible_collections.nimguard.k8s.plugins.module_utils import client
+from ansible_collections.nimguard.k8s.plugins.module_utils import kubeconfig
 
 TYPES = awxjob.load_credential_types()
 JOBS = awxjob.load_job_templates()
@@ -51,7 +51,7 @@ def test_validation_catches_what_awx_refuses(mutate, message):
 
 def test_injected_variables_are_read_by_the_collection():
     """Every injected env var is one the modules' client or nim_rollout's defaults read: no extra vars needed."""
-    read_by_client = set(client.ENV_FALLBACK.values())
+    read_by_client = set(kubeconfig.ENV_FALLBACK.values())
     read_by_role = set(re.findall(r"lookup\('ansible\.builtin\.env', '([A-Z_]+)'", ROLE_DEFAULTS))
     for name, ctype in TYPES.items():
         for var in ctype["injectors"].get("env", {}):
@@ -74,7 +74,7 @@ def test_secret_values_are_injected_as_private_files_not_env(tmp_path, name, inp
 
 
 def connect(env):
-    return client.resolve_config(client.connection_params({}, env=env), env=env)
+    return kubeconfig.resolve_config(kubeconfig.connection_params({}, env=env), env=env)
 
 
 def test_kubernetes_credential_with_a_kubeconfig(tmp_path):
@@ -90,8 +90,8 @@ def test_kubernetes_credential_context_and_survey_override(tmp_path):
     env = awxjob.inject(TYPES["kubernetes_cluster"], {"kubeconfig": KUBECONFIG, "context": "a"}, str(tmp_path))[0]
     assert connect(env).server == "https://a.example:6443"
     # The "Target cluster" answer is the playbooks' nimguard_context, a module option: it wins over the env.
-    conn = client.connection_params({"context": "b"}, env=env)
-    assert client.resolve_config(conn, env=env).server == "https://b.example:6443"
+    conn = kubeconfig.connection_params({"context": "b"}, env=env)
+    assert kubeconfig.resolve_config(conn, env=env).server == "https://b.example:6443"
 
 
 def test_kubernetes_credential_with_host_token_and_ca(tmp_path):

@@ -1,9 +1,13 @@
+import base64
+import json
 import tomllib
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nimguard.k8s.plugins.filter.containerd import FilterModule, containerd_nvidia_dropin
+from ansible_collections.nimguard.k8s.plugins.filter.containerd import (FilterModule, containerd_config_info,
+                                                                        containerd_main_config, containerd_nvidia_dropin,
+                                                                        containerd_runtime_check, crio_nvidia_dropin)
 
 BIN = "/usr/bin/nvidia-container-runtime"
 V2 = 'version = 2\nroot = "/var/lib/containerd"\n[grpc]\n  address = "/run/containerd/containerd.sock"\n' \
@@ -37,7 +41,7 @@ def test_carries_the_cri_section_and_copies_the_default_runtime():
     assert runtimes["nvidia"] == {"runtime_type": "io.containerd.runc.v2", "pod_annotations": ["a.b/*"],
                                   "options": {"SystemdCgroup": True, "BinaryName": BIN}}
     assert section["containerd"]["default_runtime_name"] == "runc"
-    assert "containerd replaces a plugin's whole section" in out
+    assert "replaces a plugin's whole section" in out
 
 
 def test_deterministic_and_stable():
@@ -54,8 +58,19 @@ def test_deterministic_and_stable():
 def test_default_runtime_and_no_main_config():
     out = containerd_nvidia_dropin("", 2, "nvidia", BIN, default_runtime=True)
     containerd = cri(out)["containerd"]
+    # No runtime to copy: the entry nvidia-ctk writes then (runtime_root and runtime_engine empty).
     assert containerd == {"default_runtime_name": "nvidia", "runtimes": {"nvidia": {
-        "runtime_type": "io.containerd.runc.v2", "options": {"BinaryName": BIN}}}}
+        "runtime_type": "io.containerd.runc.v2", "runtime_root": "", "runtime_engine": "",
+        "privileged_without_host_devices": False, "options": {"BinaryName": BIN}}}}
+
+
+def test_an_nvidia_default_is_not_copied_and_unset_when_not_wanted():
+    text = ('version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\ndefault_runtime_name = "nvidia"\n'
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]\nBinaryName = "/old"\n'
+            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]\nSystemdCgroup = true\n')
+    containerd = cri(containerd_nvidia_dropin(text, 2, "nvidia", BIN))["containerd"]
+    assert "default_runtime_name" not in containerd
+    assert containerd["runtimes"]["nvidia"]["options"] == {"SystemdCgroup": True, "BinaryName": BIN}
 
 
 def test_copies_the_named_default_runtime():
@@ -103,5 +118,157 @@ def test_writer_quotes_and_types():
     assert containerd_nvidia_dropin(out, 2, "nvidia", BIN) == out
 
 
-def test_registered_as_filter():
-    assert FilterModule().filters()["containerd_nvidia_dropin"] is containerd_nvidia_dropin
+def slurped(path, text):
+    return {"source": path, "content": base64.b64encode(text.encode()).decode()}
+
+
+def test_imports_are_read_as_containerd_merges_them():
+    main = 'imports = ["/etc/containerd/conf.d/*.toml"]\n' + V2
+    first = ('version = 2\n[plugins."io.containerd.grpc.v1.cri"]\nsandbox_image = "local/pause:1"\n'
+             '[plugins."io.containerd.grpc.v1.cri".cni]\nconf_dir = "/etc/cni/other"\n')
+    later = 'version = 2\n[plugins."io.containerd.gc.v1.scheduler"]\npause_threshold = 0.5\n'
+    section = cri(containerd_nvidia_dropin(main, 2, "nvidia", BIN, imports=[
+        slurped("/etc/containerd/conf.d/10-cri.toml", first), {"path": "/etc/containerd/conf.d/20-gc.toml",
+                                                               "text": later}]))
+    # containerd 1.x: an imported CRI section replaces the main config's whole section.
+    assert section["sandbox_image"] == "local/pause:1" and section["cni"] == {"conf_dir": "/etc/cni/other"}
+    assert "restrict_oom_score_adj" not in section and "registry" not in section
+    assert set(section["containerd"]["runtimes"]) == {"nvidia"}
+    # containerd 2.x merges them key by key.
+    v3 = ("version = 3\n[plugins.'io.containerd.cri.v1.runtime']\nenable_cdi = true\n"
+          "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\nSystemdCgroup = true\n")
+    drop = ("version = 3\n[plugins.'io.containerd.cri.v1.runtime']\ncdi_spec_dirs = ['/etc/cdi']\n"
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\nruntime_type = 'io.containerd.runc.v2'\n")
+    section = cri(containerd_nvidia_dropin(v3, 3, "nvidia", BIN, imports=[slurped("/x/10.toml", drop)]),
+                  "io.containerd.cri.v1.runtime")
+    assert section["enable_cdi"] is True and section["cdi_spec_dirs"] == ["/etc/cdi"]
+    assert section["containerd"]["runtimes"]["nvidia"] == {"runtime_type": "io.containerd.runc.v2", "options": {
+        "SystemdCgroup": True, "BinaryName": BIN}}
+
+
+def test_imported_files_that_import_or_differ_in_version_are_refused():
+    with pytest.raises(AnsibleFilterError, match=r"/x/10.toml imports other files"):
+        containerd_nvidia_dropin(V2, 2, "nvidia", BIN, imports=[slurped("/x/10.toml", 'version = 2\nimports = ["/y"]\n')])
+    with pytest.raises(AnsibleFilterError, match=r"/x/10.toml has config version 3, the main config 2"):
+        containerd_nvidia_dropin(V2, 2, "nvidia", BIN, imports=[slurped("/x/10.toml", "version = 3\n")])
+
+
+CANARY = "canary-" + "Zq8rT2mN5vB7"
+
+
+@pytest.mark.parametrize("registry, found", [
+    ('[plugins."io.containerd.grpc.v1.cri".registry.configs."reg.example:5000".auth]\nusername = "u"\n'
+     'password = "%s"\n' % CANARY, 'registry.configs."reg.example:5000".auth'),
+    ('[plugins."io.containerd.grpc.v1.cri".registry.auths."https://reg.example"]\nauth = "%s"\n' % CANARY,
+     "registry.auths"),
+    ('[plugins."io.containerd.grpc.v1.cri".registry.headers]\nAuthorization = ["Basic %s"]\n' % CANARY,
+     "registry.headers"),
+])
+def test_registry_credentials_are_never_copied_without_consent(registry, found):
+    text = V2 + registry
+    with pytest.raises(AnsibleFilterError) as err:
+        containerd_nvidia_dropin(text, 2, "nvidia", BIN, config_path="/etc/containerd/config.toml")
+    assert found in str(err.value) and CANARY not in str(err.value)
+    assert "gpu_runtime_containerd_allow_registry_auth" in str(err.value)
+    # With consent they are carried (the role then writes the drop-in 0600); mirrors are carried either way.
+    section = cri(containerd_nvidia_dropin(text, 2, "nvidia", BIN, allow_registry_auth=True))
+    assert CANARY in json.dumps(section["registry"]) and section["registry"]["mirrors"]
+
+
+def test_version_3_never_carries_the_images_plugin():
+    text = ("version = 3\n[plugins.'io.containerd.cri.v1.images'.registry.configs.'r.example'.auth]\n"
+            "password = '%s'\n[plugins.'io.containerd.cri.v1.runtime']\nenable_cdi = true\n" % CANARY)
+    out = containerd_nvidia_dropin(text, 3, "nvidia", BIN)
+    assert CANARY not in out and cri(out, "io.containerd.cri.v1.runtime")["enable_cdi"] is True
+
+
+@pytest.mark.parametrize("handler", ["Nvidia", "nvidia]\n[evil", "a" * 64, "", "-x", "nv_idia", None])
+def test_handler_must_be_a_dns_label(handler):
+    with pytest.raises(AnsibleFilterError, match="gpu_runtime_handler .* lowercase DNS label"):
+        containerd_nvidia_dropin(V2, 2, handler, BIN)
+    with pytest.raises(AnsibleFilterError, match="gpu_runtime_handler .* lowercase DNS label"):
+        crio_nvidia_dropin(handler, BIN)
+
+
+@pytest.mark.parametrize("binary", ["nvidia-container-runtime", "/usr/bin/x\"\n[evil]", "/usr/../bin/x", "", None])
+def test_binary_must_be_an_absolute_path(binary):
+    with pytest.raises(AnsibleFilterError, match="gpu_runtime_runtime_binary .* absolute path"):
+        containerd_nvidia_dropin(V2, 2, "nvidia", binary)
+    with pytest.raises(AnsibleFilterError, match="gpu_runtime_runtime_binary .* absolute path"):
+        crio_nvidia_dropin("nvidia", binary)
+
+
+def test_crio_dropin_quotes_and_reads_back():
+    odd = '/opt/nvidia "toolkit"/bin/nvidia-container-runtime'
+    conf = tomllib.loads(crio_nvidia_dropin("gpu-1", odd, default_runtime=True))
+    assert conf == {"crio": {"runtime": {"default_runtime": "gpu-1", "runtimes": {"gpu-1": {
+        "runtime_path": odd, "runtime_type": "oci", "monitor_path": "/usr/libexec/crio/conmon"}}}}}
+
+
+MAIN_NO_VERSION = ('root = "/var/lib/containerd"\n[grpc]\n  address = "/run/containerd/containerd.sock"\n'
+                   '[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "registry.k8s.io/pause:3.9"\n')
+GLOB = "/etc/containerd/conf.d/*.toml"
+
+
+def test_main_config_without_version_gets_both_lines_at_the_top():
+    out = containerd_main_config(MAIN_NO_VERSION, GLOB, 2)
+    assert out == 'version = 2\nimports = ["%s"]\n' % GLOB + MAIN_NO_VERSION
+    doc = tomllib.loads(out)  # top-level keys, not inside [plugins...]: containerd reads them
+    assert doc["imports"] == [GLOB] and doc["version"] == 2
+    assert containerd_main_config(out, GLOB, 2) == out
+
+
+def test_main_config_keeps_everything_else_byte_for_byte():
+    text = ('# node config\nversion = 2\nimports = [\n  "/etc/containerd/other/*.toml", # theirs\n]\n'
+            'root = """\n[not a table]\n"""\n\n[grpc]\n  address = "x"  # [comment]\n')
+    out = containerd_main_config(text, GLOB, 2, "/etc/containerd/config.toml")
+    assert out == ('# node config\nversion = 2\nimports = ["/etc/containerd/other/*.toml", "%s"]\n'
+                   'root = """\n[not a table]\n"""\n\n[grpc]\n  address = "x"  # [comment]\n' % GLOB)
+    assert containerd_main_config("", GLOB, 3) == 'version = 3\nimports = ["%s"]\n' % GLOB
+
+
+def test_main_config_refusals():
+    with pytest.raises(AnsibleFilterError, match="no version line and uses version 1 plugin names"):
+        containerd_main_config('[plugins.cri]\nsandbox_image = "x"\n', GLOB, 2)
+    with pytest.raises(AnsibleFilterError, match="imports in /c.toml is not a list"):
+        containerd_main_config('version = 2\nimports = "/x"\n', GLOB, 2, "/c.toml")
+    with pytest.raises(AnsibleFilterError, match="/c.toml is not valid TOML"):
+        containerd_main_config('version = 2\n[a\n', GLOB, 2, "/c.toml")
+
+
+def test_config_info_version_and_import_patterns():
+    main = 'version = 2\nimports = ["/etc/containerd/conf.d/*.toml", "extra/[1].toml", "/abs/file.toml"]\n'
+    assert containerd_config_info(main, "/etc/containerd/config.toml") == {"version": 2, "imports": [
+        {"paths": "/etc/containerd/conf.d", "patterns": "*.toml"},
+        {"paths": "/etc/containerd/extra", "patterns": "[[]1].toml"},
+        {"paths": "/abs", "patterns": "file.toml"}]}
+    # A new main config: the version containerd itself uses.
+    assert containerd_config_info("", "/c", "auto", "containerd github.com/containerd/containerd v2.1.4 abc")["version"] == 3
+    assert containerd_config_info("", "/c", "auto", "containerd containerd.io 1.6.20~ds1 1.6.20~ds1-1")["version"] == 2
+    assert containerd_config_info("", "/c", "auto", "")["version"] == 2
+    assert containerd_config_info("", "/c", "3")["version"] == 3
+    with pytest.raises(AnsibleFilterError, match="/c has config version 2, not 3"):
+        containerd_config_info("version = 2\n", "/c", 3)
+    with pytest.raises(AnsibleFilterError, match="only containerd 2.x reads, and this node runs containerd 1.x"):
+        containerd_config_info("version = 3\n", "/c", "auto", "containerd containerd.io 1.7.24 e0d5b")
+    with pytest.raises(AnsibleFilterError, match="relative pattern"):
+        containerd_config_info('version = 2\nimports = ["conf.d/*.toml"]\n', "/c")
+    with pytest.raises(AnsibleFilterError, match="a pattern in a folder name"):
+        containerd_config_info('version = 2\nimports = ["/etc/*/x.toml"]\n', "/c")
+
+
+def test_runtime_check_reads_the_dump():
+    dump = containerd_nvidia_dropin(V2, 2, "nvidia", BIN)
+    assert containerd_runtime_check(dump, 2, "nvidia", BIN) == {
+        "runtimes": ["nvidia", "runc"], "default_runtime": "runc", "nvidia": {"BinaryName": BIN}}
+    with pytest.raises(AnsibleFilterError, match="would run without the nvidia runtime .*no such runtime"):
+        containerd_runtime_check(V2, 2, "nvidia", BIN)
+    with pytest.raises(AnsibleFilterError, match='BinaryName "/usr/sbin/runc"'):
+        containerd_runtime_check(V2, 2, "runc", BIN)
+
+
+def test_registered_as_filters():
+    filters = FilterModule().filters()
+    assert filters["containerd_nvidia_dropin"] is containerd_nvidia_dropin
+    assert set(filters) == {"containerd_nvidia_dropin", "containerd_main_config", "containerd_config_info",
+                            "containerd_runtime_check", "crio_nvidia_dropin"}

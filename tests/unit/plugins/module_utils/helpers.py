@@ -1,5 +1,5 @@
 """Validated module parameters, exactly as the modules and action plugins produce them."""
-from ansible_collections.nimguard.k8s.plugins.module_utils.runner import _service_defaults
+from ansible_collections.nimguard.k8s.plugins.module_utils import render, specs, validate
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import validator_for
 
 
@@ -13,4 +13,17 @@ def service(**overrides):
     args = dict(name="llama", namespace="nim", auth_secret="ngc-api-secret",
                 image=dict(repository="nvcr.io/nim/meta/llama-3.1-8b-instruct", tag="1.3.3"))
     args.update(overrides)
-    return _service_defaults(params("nim_service", **args))
+    return specs.service_options(args)
+
+
+def secret(**args):
+    """nim_secret options with a value, checked as nim_secret checks them before rendering."""
+    p = params("nim_secret", **args)
+    validate.secret(p, specs.secret_keys(p))
+    return p
+
+
+def rules(items, allow_wildcards=False):
+    """RBAC rules checked, then in the API's shape, as nim_rbac renders them."""
+    validate.rules(items, allow_wildcards)
+    return render.role_rules(items)

@@ -1,6 +1,6 @@
 import base64
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import apply, redact
+from ansible_collections.nimguard.k8s.plugins.module_utils import apply, labels, redact, wait
 
 
 def test_subset_ignores_server_defaults_and_canonical_quantities():
@@ -29,8 +29,8 @@ def test_stamp_is_stable_and_excludes_itself():
     a = apply.stamp(obj)
     assert a == apply.stamp(a)
     changed = apply.stamp(dict(obj, data={"a": "2"}))
-    assert changed["metadata"]["annotations"][apply.HASH_ANNOTATION] != a["metadata"]["annotations"][
-        apply.HASH_ANNOTATION]
+    assert changed["metadata"]["annotations"][labels.HASH_ANNOTATION] != a["metadata"]["annotations"][
+        labels.HASH_ANNOTATION]
 
 
 def test_clean_redacts_secret_data_and_secret_env():
@@ -67,9 +67,9 @@ def test_content_hash_depends_on_bytes_only():
 def test_rollout_complete():
     dep = {"metadata": {"generation": 2}, "spec": {"replicas": 3},
            "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}}
-    assert apply.rollout_complete(dep)
+    assert wait.rollout_complete(dep)
     dep["status"]["updatedReplicas"] = 2
-    assert not apply.rollout_complete(dep)
+    assert not wait.rollout_complete(dep)
 
 
 class _ListingClient(object):
@@ -87,7 +87,7 @@ class _ListingClient(object):
 
 
 def _obj(kind, name="svc", api_version="v1", annotations=None):
-    meta = {"name": name, "namespace": "ns", "labels": {apply.COMPONENT: "service"}}
+    meta = {"name": name, "namespace": "ns", "labels": {labels.COMPONENT: "service"}}
     if annotations:
         meta["annotations"] = annotations
     return {"apiVersion": api_version, "kind": kind, "metadata": meta}
@@ -101,7 +101,7 @@ def _scope(anchor=("apps/v1", "Deployment", "svc")):
 
 
 def test_read_lists_only_the_kinds_the_anchor_recorded_and_still_prunes_them():
-    recorded = {apply.KINDS_ANNOTATION: "apps/v1/Deployment,networking.k8s.io/v1/Ingress,v1/Service"}
+    recorded = {labels.KINDS_ANNOTATION: "apps/v1/Deployment,networking.k8s.io/v1/Ingress,v1/Service"}
     client = _ListingClient({"Deployment": [_obj("Deployment", api_version="apps/v1", annotations=recorded)],
                              "Ingress": [_obj("Ingress", api_version="networking.k8s.io/v1")]})
     desired = [_obj("Deployment", api_version="apps/v1"), _obj("Service")]

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import client
+from ansible_collections.nimguard.k8s.plugins.module_utils import client, errors, kubeconfig
 
 
 def write_kubeconfig(tmp_path, **user):
@@ -17,32 +17,32 @@ def write_kubeconfig(tmp_path, **user):
 
 def test_kubeconfig_context_and_relative_paths(tmp_path):
     path = write_kubeconfig(tmp_path)
-    cfg = client.resolve_config(client.connection_params({"kubeconfig": path}, env={}), env={})
+    cfg = kubeconfig.resolve_config(kubeconfig.connection_params({"kubeconfig": path}, env={}), env={})
     assert cfg.server == "https://127.0.0.1:6443" and cfg.token == "t1"
     assert cfg.ca_file == str(tmp_path / "ca.crt")
-    cfg = client.resolve_config(client.connection_params({"kubeconfig": path, "context": "prod"}, env={}), env={})
+    cfg = kubeconfig.resolve_config(kubeconfig.connection_params({"kubeconfig": path, "context": "prod"}, env={}), env={})
     assert cfg.token == "t2"
 
 
 def test_unknown_context_names_the_known_ones(tmp_path):
     path = write_kubeconfig(tmp_path)
-    with pytest.raises(client.NimError) as e:
-        client.resolve_config(client.connection_params({"kubeconfig": path, "context": "nope"}, env={}), env={})
+    with pytest.raises(errors.NimError) as e:
+        kubeconfig.resolve_config(kubeconfig.connection_params({"kubeconfig": path, "context": "nope"}, env={}), env={})
     assert "'nope'" in e.value.msg and "dev, prod" in e.value.msg
 
 
 def test_env_fallback_and_explicit_override(tmp_path):
     path = write_kubeconfig(tmp_path)
     env = {"K8S_AUTH_KUBECONFIG": path, "K8S_AUTH_CONTEXT": "prod", "K8S_AUTH_VERIFY_SSL": "no"}
-    conn = client.connection_params({"host": "https://10.0.0.1:6443"}, env=env)
-    cfg = client.resolve_config(conn, env=env)
+    conn = kubeconfig.connection_params({"host": "https://10.0.0.1:6443"}, env=env)
+    cfg = kubeconfig.resolve_config(conn, env=env)
     assert cfg.server == "https://10.0.0.1:6443" and cfg.token == "t2" and cfg.verify is False
 
 
 def test_no_cluster_at_all_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(client.NimError, match="No cluster to talk to"):
-        client.resolve_config(client.connection_params({}, env={}), env={})
+    with pytest.raises(errors.NimError, match="No cluster to talk to"):
+        kubeconfig.resolve_config(kubeconfig.connection_params({}, env={}), env={})
 
 
 def test_resource_paths():

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import render
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils import labels, render, specs
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 
-from .helpers import params, service
+from .helpers import rules, secret, service
 
 
 def by_kind(objs):
@@ -33,7 +33,7 @@ def test_default_service_renders_full_hardened_set():
     assert spec["serviceAccountName"] == "llama"
     dep = by_kind(objs)["Deployment"]
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    assert dep["spec"]["template"]["metadata"]["annotations"][render.SECRETS_HASH] == "sha256:abc"
+    assert dep["spec"]["template"]["metadata"]["annotations"][labels.SECRETS_HASH] == "sha256:abc"
     for o in objs:
         assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "nimguard"
 
@@ -59,7 +59,7 @@ def test_file_delivery_keeps_the_key_out_of_the_pod_spec_env():
     mount = [m for m in c["volumeMounts"] if m["name"] == "nim-secrets"][0]
     assert mount["readOnly"] is True and mount["mountPath"] == "/var/run/secrets/nim"
     assert {"name": "NGC_API_KEY_FILE", "value": "/var/run/secrets/nim/NGC_API_KEY"} in c["env"]
-    assert c["command"][:2] == ["/bin/sh", "-c"] and c["args"] == render.DEFAULT_NIM_COMMAND
+    assert c["command"][:2] == ["/bin/sh", "-c"] and c["args"] == specs.DEFAULT_NIM_COMMAND
 
 
 def test_file_delivery_without_export_keeps_the_image_command():
@@ -111,7 +111,7 @@ def test_gpus_and_runtime_class():
 
 def test_restart_on_rotation_false_leaves_no_hash():
     objs = render.render_service(service(restart_on_rotation=False), "sha256:abc")
-    assert render.SECRETS_HASH not in (by_kind(objs)["Deployment"]["spec"]["template"]["metadata"].get("annotations")
+    assert labels.SECRETS_HASH not in (by_kind(objs)["Deployment"]["spec"]["template"]["metadata"].get("annotations")
                                        or {})
 
 
@@ -192,25 +192,25 @@ def test_scc_choice_follows_the_operator():
 
 
 def test_rules_validation():
-    ok = render.validate_rules([{"api_groups": [""], "resources": ["configmaps"], "verbs": ["get"]}])
+    ok = rules([{"api_groups": [""], "resources": ["configmaps"], "verbs": ["get"]}])
     assert ok == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
     with pytest.raises(NimError, match="unknown verb"):
-        render.validate_rules([{"resources": ["pods"], "verbs": ["read"]}])
-    assert render.validate_rules([{"resources": ["*"], "verbs": ["*"]}], allow_wildcards=True)[0]["verbs"] == ["*"]
+        rules([{"resources": ["pods"], "verbs": ["read"]}])
+    assert rules([{"resources": ["*"], "verbs": ["*"]}], allow_wildcards=True)[0]["verbs"] == ["*"]
 
 
 def test_secrets_render():
-    ngc = render.render_secret(params("nim_secret", name="ngc", namespace="nim", kind="ngc", value="nvapi-test"))
+    ngc = render.render_secret(secret(name="ngc", namespace="nim", kind="ngc", value="nvapi-test"))
     assert ngc["type"] == "Opaque" and list(ngc["data"]) == ["NGC_API_KEY"]
-    reg = render.render_secret(params("nim_secret", name="pull", namespace="nim", kind="registry",
+    reg = render.render_secret(secret(name="pull", namespace="nim", kind="registry",
                                       registry={"password": "pw"}))
     doc = json.loads(base64.b64decode(reg["data"][".dockerconfigjson"]))
     assert doc["auths"]["nvcr.io"]["username"] == "$oauthtoken"
     assert base64.b64decode(doc["auths"]["nvcr.io"]["auth"]) == b"$oauthtoken:pw"
     with pytest.raises(NimError, match="^value"):
-        render.render_secret(params("nim_secret", name="ngc", namespace="nim", kind="ngc", value="  "))
+        render.render_secret(secret(name="ngc", namespace="nim", kind="ngc", value="  "))
     with pytest.raises(NimError, match="^data"):
-        render.render_secret(params("nim_secret", name="g", namespace="nim", data={}))
+        render.render_secret(secret(name="g", namespace="nim", data={}))
 
 
 def test_secrets_consumed():

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import scan
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 
 IMAGE = "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.3.3"
 TODAY = datetime.date(2026, 11, 24)

@@ -4,7 +4,7 @@ the user opts out explicitly; either fix gives the Ingress a tls section."""
 import pytest
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import render
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 
 from .helpers import service
 

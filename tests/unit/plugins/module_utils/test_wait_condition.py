@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import runner
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils import wait
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 
 
 class _SequenceClient(object):
@@ -35,19 +35,19 @@ OBJ = {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": 
 
 @pytest.fixture(autouse=True)
 def no_sleep(monkeypatch):
-    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    monkeypatch.setattr(wait.time, "sleep", lambda s: None)
 
 
 def test_ready_of_the_previous_generation_is_not_the_answer():
     client = _SequenceClient(issuer(2, 1), issuer(2, 2))
-    assert runner._wait_condition(client, OBJ, "Ready", "True", time.monotonic() + 30) is client.lives[1]
+    assert wait.condition(client, OBJ, "Ready", "True", time.monotonic() + 30) is client.lives[1]
     assert client.gets == 2
 
 
 def test_the_new_generations_verdict_is_reported():
     client = _SequenceClient(issuer(2, 1), issuer(2, 2, "False", "ErrGetKeyPair"))
     with pytest.raises(NimError) as e:
-        runner._wait_condition(client, OBJ, "Ready", "True", time.monotonic() + 0.05)
+        wait.condition(client, OBJ, "Ready", "True", time.monotonic() + 0.05)
     assert "Ready=False (reason ErrGetKeyPair" in str(e.value)
 
 
@@ -58,9 +58,9 @@ def test_deployment_status_observed_generation_counts_without_one_per_condition(
         {"type": "Available", "status": "True"}]}}
     client = _SequenceClient(stale, fresh)
     obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"}}
-    assert runner._wait_condition(client, obj, "Available", "True", time.monotonic() + 30) is fresh
+    assert wait.condition(client, obj, "Available", "True", time.monotonic() + 30) is fresh
 
 
 def test_conditions_without_generations_count_as_before():
     live = {"metadata": {"generation": 5}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    assert runner._wait_condition(_SequenceClient(live), OBJ, "Ready", "True", time.monotonic() + 30) is live
+    assert wait.condition(_SequenceClient(live), OBJ, "Ready", "True", time.monotonic() + 30) is live

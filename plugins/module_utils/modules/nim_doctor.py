@@ -1,14 +1,21 @@
 # -*- coding: utf-8 -*-
 # Copyright: nimguard.k8s contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Preflight checks: the troubleshooting cases of a NIM deployment, each with the fix in its message."""
+"""nim_doctor: the troubleshooting cases of a NIM deployment, read-only, each finding with its fix.
+
+A service's own needs (Secrets, RuntimeClass, GPUs, CA) are checked by checks.py, the same code as
+nim_service's preflight; the checks of the whole namespace (the caller's permissions, CRDs, services
+exposed without TLS, Certificates and ExternalSecrets not ready) are here."""
 
 from __future__ import annotations
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import render
-from ansible_collections.nimguard.k8s.plugins.module_utils.client import ApiError, NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.runner import last_warning, missing_secret_message
+from ansible_collections.nimguard.k8s.plugins.module_utils import checks, specs
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import ApiError, NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import MANAGED_SELECTOR, TLS_IN_FRONT
+from ansible_collections.nimguard.k8s.plugins.module_utils.validate import ingress_tls_secret
+from ansible_collections.nimguard.k8s.plugins.module_utils.wait import last_warning
 
+NAME = "nim_doctor"
 ALL_CHECKS = ("secrets", "runtime", "gpu", "ca", "crds", "permissions", "tls", "certificates", "external_secrets")
 
 # What the collection writes in a NIM namespace: (group, resource, verbs)
@@ -23,27 +30,36 @@ NEEDED = [("", "secrets", ("get", "create", "patch")), ("", "serviceaccounts", (
 
 
 class Findings(object):
-    def __init__(self):
-        self.items = []
+    """Every finding kept, in the order found (checks.py reports to it as to nim_service's Preflight)."""
 
-    def add(self, check, status, message, fix=None, **extra):
-        item = dict(check=check, status=status, message=message)
+    def __init__(self, service=None, items=None):
+        self.service = service
+        self.items = [] if items is None else items
+
+    def add(self, check, status, message, fix=None, field=None, service=None, **details):
+        """details (missing_secret, ...) go into nim_service's error result; a finding's message says it all."""
+        text = "%s: %s" % (field, message) if field else message
+        if self.service:
+            text = "service %s: %s" % (self.service, text)
+        item = dict(check=check, status=status, message=text)
         if fix:
             item["fix"] = fix
-        item.update(extra)
+        if service or self.service:
+            item["service"] = service or self.service
         self.items.append(item)
 
-
-def _get(client, api_version, kind, namespace, name):
-    return client.get(client.resource(api_version, kind), namespace, name)
+    def of(self, service):
+        """The same findings, about one service: its name leads each message."""
+        return Findings(service, self.items)
 
 
 def _service_view(svc, default_ns):
-    """Accept the same dicts the nim_rollout role passes to nim_service (snake_case)."""
+    """A service as the nim_rollout role passes it to nim_service (unchecked, possibly partial: defaults are
+    nim_service's, from specs.py)."""
     image = svc.get("image") or {}
     expose = svc.get("expose") or {}
     return dict(name=svc.get("name"), namespace=svc.get("namespace") or default_ns,
-                auth_secret=svc.get("auth_secret"), auth_secret_key=svc.get("auth_secret_key") or "NGC_API_KEY",
+                auth_secret=svc.get("auth_secret"), auth_secret_key=svc.get("auth_secret_key") or specs.NGC_KEY,
                 pull_secrets=image.get("pull_secrets") or [], runtime_class_name=svc.get("runtime_class_name"),
                 gpus=int((svc.get("resources") or {}).get("gpus") or 0),
                 cert_config_map=(svc.get("proxy") or {}).get("cert_config_map"),
@@ -51,9 +67,9 @@ def _service_view(svc, default_ns):
                 ingress=expose.get("ingress") or {}, service=expose.get("service") or {})
 
 
-def doctor(client, p):
-    checks = set(ALL_CHECKS if "all" in p["checks"] else p["checks"])
-    unknown = checks - set(ALL_CHECKS)
+def run(p, task):
+    wanted = set(ALL_CHECKS if "all" in p["checks"] else p["checks"])
+    unknown = wanted - set(ALL_CHECKS)
     if unknown:
         raise NimError("checks: unknown check(s) %s. Fix: use some of %s, or all." % (
             ", ".join(sorted(unknown)), ", ".join(ALL_CHECKS)))
@@ -62,7 +78,7 @@ def doctor(client, p):
     services = [_service_view(s, namespace) for s in p["services"]]
     namespaces = sorted(set([namespace] + [s["namespace"] for s in services]))
     try:
-        _run_checks(client, p, checks, f, services, namespaces)
+        _run_checks(task.client(p), p, wanted, f, services, namespaces)
     except ApiError as e:
         f.add("api", "fail", "The API server answered HTTP %s to %s %s: %s"
               % (e.status, e.method, e.path, e.api_message),
@@ -81,9 +97,9 @@ def doctor(client, p):
     return result
 
 
-def _run_checks(client, p, checks, f, services, namespaces):
+def _run_checks(client, p, wanted, f, services, namespaces):
     exposed = set()  # (namespace, kind, name) already warned about: from the options or found live
-    if "permissions" in checks:
+    if "permissions" in wanted:
         for ns in namespaces:
             for group, resource, verbs in NEEDED:
                 denied = [v for v in verbs if not client.can_i(v, resource, ns, group)]
@@ -93,97 +109,44 @@ def _run_checks(client, p, checks, f, services, namespaces):
                           "bind a Role granting %s on %s%s in %s to it, or use a kubeconfig/context that has them."
                           % (", ".join(denied), resource, " (" + group + ")" if group else "", ns))
     for svc in services:
-        ns, name = svc["namespace"], svc["name"]
-        if "secrets" in checks:
+        ns, name, report = svc["namespace"], svc["name"], f.of(svc["name"])
+        if "secrets" in wanted:
+            secrets = client.resource("v1", "Secret")  # an API error becomes the `api` finding (see run())
             if svc["auth_secret"] and not svc["vault"]:
-                live = _get(client, "v1", "Secret", ns, svc["auth_secret"])
-                if live is None:
-                    f.add("secrets", "fail", "service %s: auth secret %s not found in namespace %s"
-                          % (name, svc["auth_secret"], ns),
-                          missing_secret_message(svc["auth_secret"], ns, [svc["auth_secret_key"]]), service=name)
-                elif svc["auth_secret_key"] not in (live.get("data") or {}):
-                    f.add("secrets", "fail", "service %s: secret %s has no key %s"
-                          % (name, svc["auth_secret"], svc["auth_secret_key"]),
-                          "recreate it with key %s, or set auth_secret_key to the key it has (%s)."
-                          % (svc["auth_secret_key"], ", ".join(sorted(live.get("data") or {})) or "none"), service=name)
+                live = client.get(secrets, ns, svc["auth_secret"])
+                checks.secret(report, live, ns, svc["auth_secret"], [svc["auth_secret_key"]])
             for ps in svc["pull_secrets"]:
-                live = _get(client, "v1", "Secret", ns, ps)
-                if live is None:
-                    f.add("secrets", "fail", "service %s: image pull secret %s not found in namespace %s"
-                          % (name, ps, ns), missing_secret_message(ps, ns, [], "registry"), service=name)
-                elif live.get("type") != "kubernetes.io/dockerconfigjson":
-                    f.add("secrets", "fail", "service %s: pull secret %s has type %s" % (name, ps, live.get("type")),
-                          "recreate it with nimguard.k8s.nim_secret kind: registry.", service=name)
-        if "runtime" in checks and svc["runtime_class_name"]:
-            if _get(client, "node.k8s.io/v1", "RuntimeClass", None, svc["runtime_class_name"]) is None:
-                f.add("runtime", "fail", "service %s: RuntimeClass %s does not exist"
-                      % (name, svc["runtime_class_name"]),
-                      "run the nimguard.k8s.gpu_runtime role (it creates RuntimeClass nvidia), or drop "
-                      "runtime_class_name.", service=name)
-        if "ca" in checks and svc["cert_config_map"]:
-            cm = _get(client, "v1", "ConfigMap", ns, svc["cert_config_map"])
-            if cm is None or "ca.crt" not in (cm.get("data") or {}):
-                f.add("ca", "fail", "service %s: CA ConfigMap %s %s" % (
-                    name, svc["cert_config_map"], "not found" if cm is None else "has no key ca.crt"),
-                    "kubectl create configmap %s --from-file=ca.crt=/path/to/ca.crt -n %s"
-                    % (svc["cert_config_map"], ns), service=name)
-        if "tls" in checks:
-            if svc["ingress"].get("enabled") and not render.ingress_tls_secret(svc["ingress"], name):
+                checks.pull_secret(report, client.get(secrets, ns, ps), ns, ps)
+        if "runtime" in wanted and svc["runtime_class_name"]:
+            checks.runtime_class(report, client, svc["runtime_class_name"])
+        if "ca" in wanted and svc["cert_config_map"]:
+            checks.ca_config_map(report, client, ns, svc["cert_config_map"])
+        if "tls" in wanted:
+            if svc["ingress"].get("enabled") and not ingress_tls_secret(svc["ingress"], name):
                 _warn_exposed(f, exposed, ns, "Ingress", name, service=name)
             _warn_exposed(f, exposed, ns, "Service", name, svc["service"].get("type"),
                           svc["service"].get("annotations"), service=name)
-    if "gpu" in checks:
+    if "gpu" in wanted:
         need = max([s["gpus"] for s in services] or [0])
         if need:
-            _check_gpus(client, f, need)
-    if "crds" in checks:
-        for wanted, group, what in ((p["uses_cert_manager"], "cert-manager.io", "cert-manager"),
-                                    (p["uses_external_secrets"], "external-secrets.io", "External Secrets Operator")):
-            if wanted and not client.has_api_group(group):
+            checks.gpus(f, client, need, set((s["namespace"], s["name"]) for s in services))
+    if "crds" in wanted:
+        for used, group, what in ((p["uses_cert_manager"], "cert-manager.io", "cert-manager"),
+                                  (p["uses_external_secrets"], "external-secrets.io", "External Secrets Operator")):
+            if used and not client.has_api_group(group):
                 f.add("crds", "fail", "%s is used but its CRDs (%s) are not installed" % (what, group),
                       "run the nimguard.k8s.%s role first." % ("cert_manager" if group == "cert-manager.io"
                                                                else "external_secrets"))
-    if "tls" in checks:
+    if "tls" in wanted:
         _check_exposed(client, f, namespaces, exposed)
-    if "certificates" in checks and client.has_api_group("cert-manager.io"):
+    if "certificates" in wanted and client.has_api_group("cert-manager.io"):
         _check_conditions(client, f, namespaces, "cert-manager.io/v1", "Certificate", "certificates",
                           "kubectl describe certificate %(name)s -n %(ns)s; "
                           "kubectl get certificaterequest,order,challenge -n %(ns)s; "
                           "kubectl logs -n cert-manager deploy/cert-manager")
-    if "external_secrets" in checks and client.has_api_group("external-secrets.io"):
+    if "external_secrets" in wanted and client.has_api_group("external-secrets.io"):
         _check_conditions(client, f, namespaces, "external-secrets.io/v1", "ExternalSecret", "external_secrets",
                           "kubectl describe externalsecret %(name)s -n %(ns)s, and check its SecretStore's status")
-
-
-def _check_gpus(client, f, need):
-    try:
-        nodes = client.list(client.resource("v1", "Node"))
-    except ApiError as e:
-        if e.status == 403:
-            f.add("gpu", "warn", "cannot list nodes to look for free GPUs (forbidden)")
-            return
-        raise
-    best = 0
-    for node in nodes:
-        alloc = int((node.get("status", {}).get("allocatable") or {}).get("nvidia.com/gpu", "0") or 0)
-        if not alloc:
-            continue
-        pods = client.request("GET", "/api/v1/pods", query={
-            "fieldSelector": "spec.nodeName=%s,status.phase!=Succeeded,status.phase!=Failed" % node["metadata"]["name"]
-        })[1].get("items", [])
-        used = sum(int(((c.get("resources") or {}).get("requests") or {}).get("nvidia.com/gpu", 0) or 0)
-                   for pod in pods for c in pod["spec"].get("containers", []))
-        best = max(best, alloc - used)
-    if best < need:
-        f.add("gpu", "fail", "no node has %d free nvidia.com/gpu (most free on one node: %d)" % (need, best),
-              "add GPU nodes with the NVIDIA device plugin (GPU Operator), free GPUs, or lower resources.gpus.")
-
-
-# Annotations saying TLS is terminated in front of a NodePort/LoadBalancer Service: the cloud load balancers'
-# own, or nimguard.io/tls-in-front: <what terminates it> for anything else (a gateway, a service mesh).
-TLS_IN_FRONT = ("nimguard.io/tls-in-front", "service.beta.kubernetes.io/aws-load-balancer-ssl-cert",
-                "service.beta.kubernetes.io/oci-load-balancer-ssl-ports",
-                "service.beta.kubernetes.io/do-loadbalancer-certificate-id")
 
 
 def _warn_exposed(f, exposed, ns, kind, name, stype=None, annotations=None, **extra):
@@ -205,18 +168,16 @@ def _warn_exposed(f, exposed, ns, kind, name, stype=None, annotations=None, **ex
 
 
 def _check_exposed(client, f, namespaces, exposed):
-    sel = "app.kubernetes.io/managed-by=nimguard"
     for ns in namespaces:
-        for ing in client.list(client.resource("networking.k8s.io/v1", "Ingress"), ns, sel):
+        for ing in client.list(client.resource("networking.k8s.io/v1", "Ingress"), ns, MANAGED_SELECTOR):
             if not ing.get("spec", {}).get("tls"):
                 _warn_exposed(f, exposed, ns, "Ingress", ing["metadata"]["name"])
-        for svc in client.list(client.resource("v1", "Service"), ns, sel):
+        for svc in client.list(client.resource("v1", "Service"), ns, MANAGED_SELECTOR):
             _warn_exposed(f, exposed, ns, "Service", svc["metadata"]["name"], svc.get("spec", {}).get("type"),
                           svc["metadata"].get("annotations"))
 
 
 def _check_conditions(client, f, namespaces, api_version, kind, check, look):
-    ctype = "Ready"
     for ns in namespaces:
         try:
             items = client.list(client.resource(api_version, kind), ns)
@@ -224,7 +185,7 @@ def _check_conditions(client, f, namespaces, api_version, kind, check, look):
             return
         for item in items:
             conds = item.get("status", {}).get("conditions") or []
-            ready = [c for c in conds if c.get("type") == ctype]
+            ready = [c for c in conds if c.get("type") == "Ready"]
             if not ready or ready[0].get("status") != "True":
                 c = ready[0] if ready else {}
                 name = item["metadata"]["name"]

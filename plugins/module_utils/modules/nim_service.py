@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright: nimguard.k8s contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""nim_service: every object of one NIM service converged in one call, checked before, waited for after."""
+
+from __future__ import annotations
+
+from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs, wait
+from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, prune_scope
+from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.redact import SENSITIVE_NAME, secret_content_hash, short_hash
+
+NAME = "nim_service"
+NIMSERVICE = ("apps.nvidia.com/v1alpha1", "NIMService")
+SECRET = ("v1", "Secret")
+
+
+def run(p, task):
+    p = specs.complete_service(p)
+    name, namespace, native = p["name"], p["namespace"], p["backend"] == "native"
+    with_rbac = native and p["rbac"]["create"]
+    client = task.client(p)
+    conv = Converger(client, task.check_mode, task.diff, p["force_conflicts"])
+    kinds = list(render.SERVICE_KINDS)
+    # Native backend: the operator matters only for pruning NIMService objects an earlier run made (with a
+    # fresh discovery, which refreshed the cache), so a cached answer is enough.
+    operator_present = (client.has_api_group("apps.nvidia.com", "v1alpha1", cached=native)
+                        and _serves(client, *NIMSERVICE))
+    if not native and not operator_present:
+        raise NimError("backend: operator needs the NIMService CRD (apps.nvidia.com/v1alpha1), which this cluster "
+                       "does not serve. Fix: install the NIM Operator, or use backend: native.",
+                       missing_kind="apps.nvidia.com/v1alpha1/NIMService")
+    if operator_present:
+        kinds.append(NIMSERVICE)
+    if p["state"] == "absent":
+        conv.absent(conv.read([], prune_scope(name, ["service", "rbac"], kinds, namespace))[1])
+        return conv.result()
+    prune = prune_scope(name, ["service"] + (["rbac"] if with_rbac else []), kinds, namespace,
+                        ("apps/v1", "Deployment", name) if native else None)
+
+    warnings = []
+    # The consumed secrets are an input (their hash rolls the pods); the rest of the preflight runs only
+    # when something is about to change, so a rerun with nothing to do reads each object once.
+    consumed = checks.read(client, SECRET, namespace, render.secrets_consumed(p))
+    secrets_hash = _secrets_hash(p, task.check_mode, warnings, consumed)
+    objs = render.render_service(p, secrets_hash, with_rbac and checks.openshift(client, p["rbac"]["openshift"]))
+    for item in p["env"]:
+        if item.get("value") is not None and SENSITIVE_NAME.search(item["name"]):
+            warnings.append("env %s holds a literal value that looks secret; use value_from.secret_key_ref so it is "
+                            "kept in a Secret (it is redacted from diffs)." % item["name"])
+    plan = conv.plan(objs, prune)
+    if p["preflight"] and plan.pending:
+        preflight(client, p, task.check_mode, warnings, consumed)
+    conv.converge(objs, prune, plan=plan)
+    conv.warnings.extend(warnings)
+    extra = dict(secrets_hash=secrets_hash, secret_delivery=p["secret_delivery"]["mode"],
+                 endpoint="http://%s.%s.svc:%s" % (name, namespace, p["expose"]["service"]["port"]))
+    if p["wait"] and not task.check_mode and native:
+        extra["rollout"] = wait.rollout_status(wait.rollout(client, namespace, name, p["wait_timeout"]))
+    return conv.result(**extra)
+
+
+def _serves(client, api_version, kind):
+    try:
+        client.resource(api_version, kind)
+        return True
+    except NimError as e:
+        if e.details.get("missing_kind"):
+            return False
+        raise
+
+
+def _secrets_hash(p, check_mode, warnings, consumed):
+    """The content hash of the Secrets the pods consume; a missing one fails (in check mode, an earlier task
+    may be about to create it)."""
+    hashes = []
+    for name, live in sorted(consumed.items()):
+        if live is None:
+            if check_mode:
+                warnings.append("Secret %s does not exist yet; in check mode this is expected when an earlier task "
+                                "would create it." % name)
+                continue
+            checks.secret(checks.Preflight(warnings), None, p["namespace"], name, [p["auth_secret_key"]],
+                          field="auth_secret" if name == p["auth_secret"] else "env")
+        hashes.append(secret_content_hash(live))
+    return short_hash(hashes) if hashes else None
+
+
+def preflight(client, p, check_mode, warnings, consumed):
+    """The cluster checks before any write (checks.py, shared with the doctor): the auth Secret's key, pull
+    Secrets, RuntimeClass, free GPUs, hostPath. `consumed`: the consumed Secrets, already read (missing ones
+    already reported by _secrets_hash)."""
+    report = checks.Preflight(warnings)
+    namespace = p["namespace"]
+    if consumed.get(p["auth_secret"]) is not None:
+        checks.secret(report, consumed[p["auth_secret"]], namespace, p["auth_secret"], [p["auth_secret_key"]])
+    pulls = p["image"]["pull_secrets"]
+    found = dict(consumed, **checks.read(client, SECRET, namespace, [n for n in pulls if n not in consumed]))
+    for name in pulls:
+        if found[name] is not None or not check_mode:  # in check mode, an earlier task may create it
+            checks.pull_secret(report, found[name], namespace, name)
+    if p["runtime_class_name"]:
+        checks.runtime_class(report, client, p["runtime_class_name"])
+    if p["resources"]["gpus"]:
+        checks.gpus(report, client, p["resources"]["gpus"], {(namespace, p["name"])})
+    if p["storage"]["host_path"]:
+        checks.host_path(report, client, namespace)
