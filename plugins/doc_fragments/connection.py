@@ -14,13 +14,13 @@ options:
     description:
       - Path to a kubeconfig file, for example V(~/.kube/prod.yaml), or the kubeconfig itself as a dict.
       - Several files joined with C(:) (V(~/.kube/prod-a.yaml:~/.kube/prod-b.yaml)) are merged as C(kubectl) merges
-        C($KUBECONFIG): the first file to name a cluster, context or user wins, C(current-context) comes from the
+        C($KUBECONFIG). The first file to name a cluster, context or user wins, C(current-context) comes from the
         first file that sets it, and a relative path in a file (C(certificate-authority), C(client-key),
         C(tokenFile)) is relative to that file's folder.
       - When neither this nor O(host) is set, the files of C($KUBECONFIG) that exist (merged the same way), then
         C(~/.kube/config), then the in-cluster service account (an AWX container group, say) are used.
       - Users may authenticate with a token, C(tokenFile), client certificates, or an C(exec) credential plugin
-        (C(aws eks get-token), C(gke-gcloud-auth-plugin), C(kubelogin)): the plugin runs again when its credential
+        (C(aws eks get-token), C(gke-gcloud-auth-plugin), C(kubelogin)). The plugin runs again when its credential
         reaches its C(expirationTimestamp) and when the API server refuses it (HTTP 401), so a long wait outlives a
         15-minute EKS token. A user with C(auth-provider) (the old OIDC, gcp and azure providers) is refused with
         the exec plugin to use instead.
@@ -73,13 +73,13 @@ options:
         E(K8S_AUTH_KEY_FILE).
       - A key given as data (the kubeconfig's C(client-key-data), an exec plugin's certificate) is loaded from an
         in-memory file on Linux (memfd), never written to disk.
-      - An encrypted key (with a passphrase) is refused with a message: decrypt it first, as for C(kubectl).
+      - An encrypted key (with a passphrase) is refused with a message; decrypt it first, as for C(kubectl).
     type: path
     aliases: [ key_file ]
   validate_certs:
     description:
       - Verify the API server's certificate. Defaults to the kubeconfig's setting (verify unless
-        C(insecure-skip-tls-verify) is true). Switch off for throw-away test clusters only: every task then
+        C(insecure-skip-tls-verify) is true). Switch off for throw-away test clusters only; every task then
         warns.
       - Can also be set with E(K8S_AUTH_VERIFY_SSL), read as Ansible reads booleans (V(true)/V(false),
         V(yes)/V(no), V(1)/V(0)); an empty value is unset, anything else fails the task. C(insecure-skip-tls-verify)
@@ -144,7 +144,7 @@ options:
     aliases: [ proxy ]
   no_proxy:
     description:
-      - API servers to reach directly although O(api_proxy) is set, comma separated, as curl reads C(NO_PROXY):
+      - API servers to reach directly although O(api_proxy) is set, comma separated, as curl reads C(NO_PROXY),
         host names (a name also matches its subdomains), IP addresses, CIDR ranges, or V(*).
       - For example V(localhost,127.0.0.1,10.0.0.0/8,.internal.example.com).
       - Can also be set with E(K8S_AUTH_NO_PROXY).

@@ -38,7 +38,7 @@ CONNECTION_ARGS = dict(
     client_key=dict(type="path", aliases=["key_file"], no_log=False),
     validate_certs=dict(type="bool", aliases=["verify_ssl"]),
     allow_plain_http_credentials=dict(type="bool", default=False),
-    api_proxy=dict(type="str", aliases=["proxy"]),
+    api_proxy=dict(type="str", aliases=["proxy"], no_log=True),  # may hold user:password
     no_proxy=dict(type="str"),
     proxy_headers=dict(type="dict", options=dict(
         proxy_basic_auth=dict(type="str", no_log=True),

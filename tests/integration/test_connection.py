@@ -4,19 +4,17 @@ the API proxy from module_defaults for the whole group (credentials, no_proxy) w
 impersonation, strict booleans for certificate checks, and client keys held in memory (issues 19 and 20)."""
 
 import base64
-import json
 import os
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-import ssl
 
 import pytest
 import yaml
@@ -49,9 +47,9 @@ def _write(path, doc):
 
 
 def _kubeconfig(server, ca, user, context="main", cluster_extra=None):
+    body = dict({"server": server, "certificate-authority": ca}, **(cluster_extra or {}))
     return {"apiVersion": "v1", "kind": "Config", "current-context": context,
-            "clusters": [{"name": "c-" + context, "cluster": dict({"server": server, "certificate-authority": ca},
-                                                                     **(cluster_extra or {}))}],
+            "clusters": [{"name": "c-" + context, "cluster": body}],
             "contexts": [{"name": context, "context": {"cluster": "c-" + context, "user": "u-" + context}}],
             "users": [{"name": "u-" + context, "user": user}]}
 
@@ -158,9 +156,8 @@ def test_kubeconfig_list_merged_as_kubectl_merges(cluster, tmp):
     b["clusters"].append({"name": "c-prod-a", "cluster": {"server": "https://127.0.0.1:9", "certificate-authority": "x"}})
     paths = ":".join([_write(tmp / "a" / "config", a), _write(tmp / "b" / "config", b)])
     env = {"KUBECONFIG": paths, "K8S_AUTH_KUBECONFIG": ""}
-    play = run_play(cluster, [_info(), _info(context="prod-b"), _info(context="prod-a"), _info(kubeconfig=paths,
-                                                                                                  context="prod-b")],
-                    env=env)
+    tasks = [_info(), _info(context="prod-b"), _info(context="prod-a"), _info(kubeconfig=paths, context="prod-b")]
+    play = run_play(cluster, tasks, env=env)
     for result in play.results:
         assert not result.get("failed") and result["resources"], play
 
@@ -176,8 +173,8 @@ def test_tls_server_name_is_the_name_checked_and_sent(cluster, tmp):
     relay = _Splice("127.0.0.2", (host, int(port)))
     try:
         url = "https://127.0.0.2:%d" % relay.port
-        configs = [_write(tmp / ("%s.kubeconfig" % name), _kubeconfig(url, server["certificate-authority"], user,
-                                                                    cluster_extra=extra))
+        configs = [_write(tmp / ("%s.kubeconfig" % name),
+                          _kubeconfig(url, server["certificate-authority"], user, cluster_extra=extra))
                    for name, extra in (("named", {"tls-server-name": "kubernetes"}),
                                        ("wrong", {"tls-server-name": "api.example.com"}), ("plain", {}))]
         play = run_play(cluster, [_info(kubeconfig=path, retry_timeout=0) for path in configs])

@@ -6,7 +6,6 @@ import datetime
 import os
 import pty
 import select
-import subprocess
 import sys
 import time
 
@@ -22,9 +21,9 @@ from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimErro
 
 
 def _config(folder, context, user, current=True, extra_clusters=()):
+    body = {"server": "https://%s.example.com:6443" % context, "certificate-authority": "ca.crt"}
     doc = {"apiVersion": "v1", "kind": "Config",
-           "clusters": [{"name": "c-" + context, "cluster": {"server": "https://%s.example.com:6443" % context,
-                                                              "certificate-authority": "ca.crt"}}] + list(extra_clusters),
+           "clusters": [{"name": "c-" + context, "cluster": body}] + list(extra_clusters),
            "contexts": [{"name": context, "context": {"cluster": "c-" + context, "user": "u-" + context}}],
            "users": [{"name": "u-" + context, "user": user}]}
     if current:
