@@ -3,10 +3,13 @@ tests/integration/test_connection.py): merging, auth-provider, strict booleans, 
 pair loaded from memory and an encrypted key, outbound_proxy's old name."""
 
 import datetime
+import http.server
+import json
 import os
 import pty
 import select
 import sys
+import threading
 import time
 
 import pytest
@@ -221,3 +224,45 @@ def test_nim_service_takes_the_api_proxy_as_proxy():
         no_proxy="10.0.0.0/8", impersonate_user="deployer"))
     assert not result.error_messages, result.error_messages
     assert result.validated_parameters["api_proxy"] == "http://proxy:3128"
+
+
+class _TokenServer(http.server.BaseHTTPRequestHandler):
+    """Answers 200 to `Bearer <accept>` only, 401 to anything else; records the Authorization headers."""
+    seen, accept = [], "new"
+
+    def do_GET(self):  # noqa: N802  (http.server's naming)
+        self.seen.append(self.headers.get("Authorization"))
+        ok = self.headers.get("Authorization") == "Bearer " + self.accept
+        body = json.dumps({"kind": "APIGroupList"} if ok else {"kind": "Status", "reason": "Unauthorized"}).encode()
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_rotated_token_file_is_read_again_on_401(tmp_path):
+    """A token file rotated under a running task (the in-cluster ServiceAccount token, a tokenFile kept fresh by
+    a sidecar): the 401 for the old token makes the client read the file again and send the request again, once."""
+    token = tmp_path / "token"
+    token.write_text("old\n")
+    server = http.server.HTTPServer(("127.0.0.1", 0), _TokenServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = client.Client(_cfg("http://127.0.0.1:%d" % server.server_address[1], token_file=str(token),
+                                 plain_http_credentials=True), retry_timeout=0)
+        token.write_text("new\n")
+        assert api.request("GET", "/apis")[0] == 200
+        assert _TokenServer.seen == ["Bearer old", "Bearer new"]
+        _TokenServer.accept = "newest"  # the file's next token is refused too: one fresh read, then the 401
+        token.write_text("newer\n")
+        del _TokenServer.seen[:]
+        with pytest.raises(NimError, match="Unauthorized"):
+            api.request("GET", "/apis")
+        assert _TokenServer.seen == ["Bearer new", "Bearer newer"]
+    finally:
+        server.shutdown()
+        server.server_close()
