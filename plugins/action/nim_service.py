@@ -11,6 +11,11 @@ class ActionModule(NimAction):
     MODULE = "nim_service"
 
     def module_args(self, args):
-        """`service` (a whole service as one dict, a role's loop item) expanded into the options, here on the
-        controller, before either path: the module on another host gets plain options."""
-        return module_utils("specs").expand_service(args)
+        """`service` (a whole service as one dict, a role's loop item) expanded into the options, and `proxy` as a
+        dict (outbound_proxy's old name) renamed, here on the controller, before either path: the module on
+        another host gets plain options."""
+        specs = module_utils("specs")
+        args, deprecation = specs.legacy_proxy(specs.expand_service(args))
+        if deprecation:
+            self._display.deprecated(deprecation, version="2.0.0", collection_name="nimguard.k8s")
+        return args

@@ -15,9 +15,7 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import ssl
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +23,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import ApiError, NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.kubeconfig import (
-    authorization, connection_params, resolve_config)
+    authorization, connection_params, expired, refreshable, resolve_config)
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import MANAGED, MANAGED_SELECTOR, selector
+from ansible_collections.nimguard.k8s.plugins.module_utils.transport import Route, ssl_context, vet
 
 FIELD_MANAGER = "nimguard"
 MAX_WORKERS = 8
@@ -131,68 +130,27 @@ class Client(object):
         self._lists = {}
         self.shared_lists = False
         self._lock = threading.Lock()
+        self._auth_lock = threading.Lock()
+        self._generation = 0  # bumped when a refreshed credential brings a new client certificate
         self.requests = 0
         self.writes = 0
-        self._headers = {"Accept": "application/json", "User-Agent": "nimguard.k8s"}
-        auth = authorization(cfg)
-        if auth:
-            self._headers["Authorization"] = auth
-        self._ssl = self._ssl_context() if self.scheme == "https" else None
-
-    def _ssl_context(self):
-        cfg = self.cfg
-        try:
-            ctx = ssl.create_default_context(cafile=cfg.ca_file or None, cadata=cfg.ca_data or None)
-        except (OSError, ssl.SSLError) as e:
-            raise NimError("ca_cert: cannot load the CA certificate (%s). Fix: point `ca_cert` at a PEM file, or "
-                           "fix certificate-authority in the kubeconfig." % e)
-        # Python 3.13 adds X.509 strict checking to the default context: RFC 5280 conformance of each
-        # certificate in the chain, so a CA without keyUsage (openssl's defaults leave it out; common in older
-        # self-made clusters) is refused. kubectl and every Kubernetes component (Go) accept such a CA, so the
-        # client checks what kubectl checks: the chain must still end at the configured CA and the name must
-        # match, which is where the trust lies; a refusal would only push users to `validate_certs: false`.
-        # (docs/security.md, "TLS to the API server")
-        ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-        if not cfg.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if cfg.cert_data or cfg.cert_file:
-            tmp = None
-            try:
-                cert, key = cfg.cert_file, cfg.key_file
-                if cfg.cert_data:
-                    # ssl can only load a key pair from files: write them to a private folder, load, remove.
-                    tmp = tempfile.mkdtemp(prefix="nimguard-")
-                    cert, key = os.path.join(tmp, "c"), os.path.join(tmp, "k")
-                    for path, data in ((cert, cfg.cert_data), (key, cfg.key_data or "")):
-                        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-                        with os.fdopen(fd, "w") as f:
-                            f.write(data)
-                ctx.load_cert_chain(cert, key or None)
-            except (OSError, ssl.SSLError) as e:
-                raise NimError("client_cert/client_key: cannot load the client certificate (%s). Fix: check that "
-                               "the certificate and key files exist and belong together." % getattr(e, "strerror", e))
-            finally:
-                if tmp:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        return ctx
+        self.warnings = vet(cfg, self.scheme)
+        self._route = Route(cfg, self.scheme, self.host, self.port, self.timeout)
+        self._headers = [("Accept", "application/json"), ("User-Agent", "nimguard.k8s")]
+        if cfg.impersonate_user:
+            self._headers.append(("Impersonate-User", cfg.impersonate_user))
+        self._headers.extend(("Impersonate-Group", g) for g in cfg.impersonate_groups or ())
+        self._auth = authorization(cfg)
+        self._ssl = ssl_context(cfg) if self.scheme == "https" else None
 
     def _connection(self):
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", 0) != self._generation:
+            self._drop_connection()
+            conn = None
         if conn is None:
-            if self.cfg.proxy:
-                p = urlsplit(self.cfg.proxy)
-                if self.scheme == "https":
-                    conn = http.client.HTTPSConnection(p.hostname, p.port or 3128, timeout=self.timeout,
-                                                       context=self._ssl)
-                    conn.set_tunnel(self.host, self.port)
-                else:
-                    conn = http.client.HTTPConnection(p.hostname, p.port or 3128, timeout=self.timeout)
-            elif self.scheme == "https":
-                conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ssl)
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
+            conn = self._route.connect(self._ssl)
+            self._local.conn, self._local.generation = conn, self._generation
         return conn
 
     def _drop_connection(self):
@@ -201,26 +159,51 @@ class Client(object):
             conn.close()
             self._local.conn = None
 
+    def _refresh_credentials(self, used):
+        """Fetch the credential anew (exec plugin run again, token file read again), unless another thread
+        already did since `used` was sent. A new client certificate means new TLS connections."""
+        with self._auth_lock:
+            if self._auth != used:
+                return
+            cert = (self.cfg.cert_data, self.cfg.key_data)
+            self._auth = authorization(self.cfg)
+            if self.scheme == "https" and (self.cfg.cert_data, self.cfg.key_data) != cert:
+                self._ssl = ssl_context(self.cfg)
+                self._generation += 1
+
+    def _send(self, conn, method, url, payload, content_type):
+        """One request; the headers as a list, since Impersonate-Group is repeated once per group."""
+        headers = list(self._headers)
+        if self._auth:
+            headers.append(("Authorization", self._auth))
+        headers.extend(self._route.request_headers())
+        if payload is not None:
+            headers.extend([("Content-Type", content_type), ("Content-Length", str(len(payload)))])
+        conn.putrequest(method, url, skip_accept_encoding=True)
+        for key, value in headers:
+            conn.putheader(key, value)
+        conn.endheaders(payload)
+
     def request(self, method, path, query=None, body=None, content_type="application/json"):
         """Send one request; retry connection failures, 429 and 5xx (and 409 optimistic-lock conflicts)
-        with exponential backoff until retry_timeout has passed."""
-        url = self.prefix + path + ("?" + urlencode(query, doseq=True) if query else "")
-        if self.cfg.proxy and self.scheme == "http":
-            url = "http://%s:%s%s" % (self.host, self.port, url)
+        with exponential backoff until retry_timeout has passed. A credential from an exec plugin is fetched
+        anew when it expires, and once when the API server refuses it (401), as kubectl does."""
+        url = self._route.url(self.prefix + path + ("?" + urlencode(query, doseq=True) if query else ""))
         payload = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode("utf-8"))
-        headers = dict(self._headers)
-        if payload is not None:
-            headers["Content-Type"] = content_type
         deadline = time.monotonic() + self.retry_timeout
         delay = 0.2
+        refreshed = False
         while True:
+            if expired(self.cfg):
+                self._refresh_credentials(self._auth)
+            used = self._auth
             try:
                 with self._lock:
                     self.requests += 1
                     if method in ("POST", "PUT", "PATCH", "DELETE"):
                         self.writes += 1
                 conn = self._connection()
-                conn.request(method, url, body=payload, headers=headers)
+                self._send(conn, method, url, payload, content_type)
                 resp = conn.getresponse()
                 data = resp.read()
                 status = resp.status
@@ -229,7 +212,8 @@ class Client(object):
             except ssl.SSLCertVerificationError as e:
                 self._drop_connection()
                 raise NimError("TLS verification of %s failed (%s). Fix: set `ca_cert` to the cluster CA (or the "
-                               "kubeconfig's certificate-authority); `validate_certs: false` only for tests."
+                               "kubeconfig's certificate-authority, and tls-server-name when the certificate names "
+                               "another host); `validate_certs: false` only for tests."
                                % (self.cfg.server, e.verify_message))
             except (OSError, http.client.HTTPException) as e:
                 self._drop_connection()
@@ -244,6 +228,10 @@ class Client(object):
                 continue
             if status < 400:
                 return status, (json.loads(data) if data else {})
+            if status == 401 and not refreshed and refreshable(self.cfg):
+                refreshed = True
+                self._refresh_credentials(used)
+                continue
             err = self._error(status, data, method, path)
             retry = status in TRANSIENT_STATUS or (status == 409 and not err.field_conflict
                                                    and method in ("PUT", "PATCH") and "modified" in err.api_message)

@@ -8,9 +8,13 @@ the in-cluster service account, or explicit `host`/`api_key`/certificates. No HT
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import shutil
+import time
+
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 
@@ -33,7 +37,16 @@ CONNECTION_ARGS = dict(
     client_cert=dict(type="path", aliases=["cert_file"]),
     client_key=dict(type="path", aliases=["key_file"], no_log=False),
     validate_certs=dict(type="bool", aliases=["verify_ssl"]),
-    api_proxy=dict(type="str", aliases=["proxy"]),
+    allow_plain_http_credentials=dict(type="bool", default=False),
+    api_proxy=dict(type="str", aliases=["proxy"], no_log=True),  # may hold user:password
+    no_proxy=dict(type="str"),
+    proxy_headers=dict(type="dict", options=dict(
+        proxy_basic_auth=dict(type="str", no_log=True),
+        basic_auth=dict(type="str", no_log=True),
+        user_agent=dict(type="str"),
+    )),
+    impersonate_user=dict(type="str"),
+    impersonate_groups=dict(type="list", elements="str"),
     request_timeout=dict(type="float", default=30),
     retry_timeout=dict(type="float", default=20),
 )
@@ -50,6 +63,9 @@ ENV_FALLBACK = dict(
     client_key="K8S_AUTH_KEY_FILE",
     validate_certs="K8S_AUTH_VERIFY_SSL",
     api_proxy="K8S_AUTH_PROXY",
+    no_proxy="K8S_AUTH_NO_PROXY",
+    impersonate_user="K8S_AUTH_IMPERSONATE_USER",
+    impersonate_groups="K8S_AUTH_IMPERSONATE_GROUPS",
 )
 
 
@@ -67,15 +83,31 @@ class Config(object):
     username = None
     password = None
     proxy = None
+    no_proxy = None
+    proxy_headers = None
+    impersonate_user = None
+    impersonate_groups = ()
+    plain_http_credentials = False
     tls_server_name = None
     exec_spec = None
+    expires = None  # when the exec plugin's credential runs out (time.time() seconds), else None
     source = ""
 
 
-def _env_bool(value):
-    if isinstance(value, bool) or value is None:
+def parse_bool(value, field):
+    """A boolean from a string (an environment variable, a kubeconfig value), as Ansible parses them: yes/no,
+    true/false, on/off, 1/0 (any case); empty or absent is unset (None); anything else is refused naming `field`,
+    so that a typo never turns certificate checking off."""
+    if value is None or isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        return boolean(text, strict=True)
+    except TypeError:
+        raise NimError("%s: %r is not a boolean. Fix: set it to true or false (yes/no, 1/0 also work), or leave it "
+                       "unset." % (field, text))
 
 
 def connection_params(params, env=None):
@@ -86,8 +118,10 @@ def connection_params(params, env=None):
         value = params.get(key)
         if value is None and key in ENV_FALLBACK:
             value = env.get(ENV_FALLBACK[key])
-            if key == "validate_certs" and value is not None:
-                value = _env_bool(value)
+            if key == "validate_certs":
+                value = parse_bool(value, ENV_FALLBACK[key])
+            elif key == "impersonate_groups" and value is not None:
+                value = [g.strip() for g in value.split(",") if g.strip()]
         out[key] = value
     return out
 
@@ -97,13 +131,58 @@ def _read_kubeconfig(path):
         raise NimError("PyYAML is required to read kubeconfig files: pip install PyYAML")
     try:
         with open(path) as f:
-            return yaml.safe_load(f) or {}
+            doc = yaml.safe_load(f) or {}
     except (OSError, IOError) as e:
         raise NimError("kubeconfig: cannot read %s (%s). Fix: point `kubeconfig` (or K8S_AUTH_KUBECONFIG) at a "
                        "readable kubeconfig file." % (path, e.strerror or e))
     except yaml.YAMLError:
         raise NimError("kubeconfig: %s is not valid YAML. Fix: check the file with `kubectl config view "
                        "--kubeconfig %s`." % (path, path))
+    if not isinstance(doc, dict):
+        raise NimError("kubeconfig: %s is not a kubeconfig (a mapping with clusters, contexts, users). Fix: check "
+                       "the file with `kubectl config view --kubeconfig %s`." % (path, path))
+    return doc
+
+
+# The file paths a kubeconfig entry may name; a relative one is relative to the file that names it.
+_PATHS = dict(clusters=("certificate-authority",), users=("client-certificate", "client-key", "tokenFile"))
+
+
+def _merge(paths):
+    """Several kubeconfig files merged as kubectl merges $KUBECONFIG: the first file to name a cluster, context
+    or user wins, the first current-context set wins, and each relative path is resolved against the folder of
+    the file that names it (so it still points at the right file after the merge)."""
+    merged = {"clusters": [], "contexts": [], "users": []}
+    for path in paths:
+        doc = _read_kubeconfig(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not merged.get("current-context") and doc.get("current-context"):
+            merged["current-context"] = doc["current-context"]
+        for section in ("clusters", "contexts", "users"):
+            seen = set(e.get("name") for e in merged[section])
+            for entry in doc.get(section) or []:
+                if not isinstance(entry, dict) or entry.get("name") in seen:
+                    continue
+                seen.add(entry.get("name"))
+                body = dict(entry.get(section[:-1]) or {})
+                for key in _PATHS.get(section, ()):
+                    if body.get(key) and not os.path.isabs(body[key]):
+                        body[key] = os.path.join(folder, body[key])
+                merged[section].append(dict(entry, **{section[:-1]: body}))
+    return merged
+
+
+def _kubeconfig_files(kubeconfig, env):
+    """The files to read: `kubeconfig` (a path, or paths joined like $KUBECONFIG; each must exist), else the
+    files of $KUBECONFIG that exist (kubectl skips missing ones), else ~/.kube/config when it exists."""
+    if kubeconfig:
+        return [os.path.expanduser(p) for p in str(kubeconfig).split(os.pathsep) if p]
+    listed = [os.path.expanduser(p) for p in (env.get("KUBECONFIG") or "").split(os.pathsep) if p]
+    found = [p for p in listed if os.path.exists(p)]
+    if found:
+        return found
+    default = os.path.expanduser("~/.kube/config")
+    return [default] if os.path.exists(default) else []
 
 
 def _named(entries, name, what, source):
@@ -120,19 +199,13 @@ def resolve_config(conn, env=None):
     env = os.environ if env is None else env
     cfg = Config()
     kubeconfig = conn.get("kubeconfig")
-    doc, base_dir = None, None
+    doc = None
     if isinstance(kubeconfig, dict):
-        doc, base_dir, cfg.source = kubeconfig, os.getcwd(), "(inline)"
+        doc, cfg.source = kubeconfig, "(inline)"
     elif kubeconfig or not conn.get("host"):
-        path = kubeconfig
-        if not path:
-            for candidate in (env.get("KUBECONFIG") or "").split(os.pathsep) + [os.path.expanduser("~/.kube/config")]:
-                if candidate and os.path.exists(candidate):
-                    path = candidate
-                    break
-        if path:
-            path = os.path.expanduser(str(path))
-            doc, base_dir, cfg.source = _read_kubeconfig(path), os.path.dirname(os.path.abspath(path)), path
+        paths = _kubeconfig_files(kubeconfig, env)
+        if paths:
+            doc, cfg.source = _merge(paths), os.pathsep.join(paths)
         elif env.get("KUBERNETES_SERVICE_HOST"):
             _in_cluster(cfg, env)
         else:
@@ -140,7 +213,7 @@ def resolve_config(conn, env=None):
                            "and no `host`. Fix: set `kubeconfig` (or K8S_AUTH_KUBECONFIG), or `host` with "
                            "`api_key` or client certificates.")
     if doc is not None:
-        _from_kubeconfig(cfg, doc, conn.get("context"), base_dir)
+        _from_kubeconfig(cfg, doc, conn.get("context"))
     if conn.get("host"):
         cfg.server = conn["host"]
     if conn.get("api_key"):
@@ -157,6 +230,16 @@ def resolve_config(conn, env=None):
         cfg.verify = bool(conn["validate_certs"])
     if conn.get("api_proxy"):
         cfg.proxy = conn["api_proxy"]
+    cfg.no_proxy = conn.get("no_proxy")
+    cfg.proxy_headers = conn.get("proxy_headers") or {}
+    if conn.get("impersonate_user"):
+        cfg.impersonate_user = conn["impersonate_user"]
+    if conn.get("impersonate_groups"):
+        cfg.impersonate_groups = tuple(conn["impersonate_groups"])
+    cfg.plain_http_credentials = bool(conn.get("allow_plain_http_credentials"))
+    if cfg.impersonate_groups and not cfg.impersonate_user:
+        raise NimError("impersonate_groups: the API server impersonates groups only together with a user. Fix: set "
+                       "`impersonate_user` too (or the kubeconfig user's `as`).")
     if not cfg.server:
         raise NimError("No API server address: the kubeconfig context has no cluster server and `host` is not "
                        "set. Fix: set `host: https://<api-server>:6443` or use a complete kubeconfig.")
@@ -172,31 +255,37 @@ def _in_cluster(cfg, env):
     cfg.source = "in-cluster service account"
 
 
-def _from_kubeconfig(cfg, doc, context, base_dir):
+def _from_kubeconfig(cfg, doc, context):
     context = context or doc.get("current-context")
     if not context:
         raise NimError("kubeconfig %s has no current-context. Fix: set `context` (or K8S_AUTH_CONTEXT)." % cfg.source)
     ctx = _named(doc.get("contexts"), context, "context", cfg.source)
     cluster = _named(doc.get("clusters"), ctx.get("cluster"), "cluster", cfg.source) if ctx.get("cluster") else {}
     user = _named(doc.get("users"), ctx.get("user"), "user", cfg.source) if ctx.get("user") else {}
-
-    def rel(p):
-        return p if not p or os.path.isabs(p) else os.path.join(base_dir, p)
-
+    where = "kubeconfig %s" % cfg.source
+    if user.get("auth-provider"):
+        raise NimError(
+            "%s (context %s): users[%s].user.auth-provider (%s) is not supported: the standard-library client "
+            "cannot refresh it, and kubectl itself dropped the gcp and azure providers. Fix: use an exec "
+            "credential plugin for the user (OIDC: `kubectl oidc-login get-token` from kubelogin; GKE: "
+            "gke-gcloud-auth-plugin; AKS: `kubelogin get-token`), or a ServiceAccount token (`api_key`)."
+            % (where, context, ctx.get("user"), (user["auth-provider"] or {}).get("name", "?")))
     cfg.server = cluster.get("server")
-    cfg.verify = not cluster.get("insecure-skip-tls-verify", False)
-    cfg.ca_file = rel(cluster.get("certificate-authority"))
+    cfg.verify = not parse_bool(cluster.get("insecure-skip-tls-verify"),
+                                "%s: clusters[%s].cluster.insecure-skip-tls-verify" % (where, ctx.get("cluster")))
+    cfg.ca_file = cluster.get("certificate-authority")
     cfg.ca_data = _b64(cluster.get("certificate-authority-data"))
     cfg.tls_server_name = cluster.get("tls-server-name")
     cfg.proxy = cluster.get("proxy-url")
-    cfg.cert_file = rel(user.get("client-certificate"))
-    cfg.key_file = rel(user.get("client-key"))
+    cfg.cert_file = user.get("client-certificate")
+    cfg.key_file = user.get("client-key")
     cfg.cert_data = _b64(user.get("client-certificate-data"))
     cfg.key_data = _b64(user.get("client-key-data"))
     cfg.token = user.get("token")
-    cfg.token_file = rel(user.get("tokenFile"))
+    cfg.token_file = user.get("tokenFile")
     cfg.username, cfg.password = user.get("username"), user.get("password")
     cfg.exec_spec = user.get("exec")
+    cfg.impersonate_user, cfg.impersonate_groups = user.get("as"), tuple(user.get("as-groups") or ())
     cfg.source = "%s (context %s)" % (cfg.source, context)
 
 
@@ -213,7 +302,7 @@ COMMAND_RUNNER = {"run": None}
 
 
 def _run_exec_plugin(spec):
-    """kubeconfig `exec` credential plugins (EKS, GKE, OIDC): run once per client, use its token/cert."""
+    """kubeconfig `exec` credential plugins (EKS, GKE, OIDC): run it, return its ExecCredential status."""
     command = spec.get("command")
     env = dict((item["name"], item["value"]) for item in spec.get("env") or [])
     api_version = spec.get("apiVersion", "client.authentication.k8s.io/v1")
@@ -226,17 +315,52 @@ def _run_exec_plugin(spec):
     if returncode != 0:
         raise NimError("kubeconfig exec plugin %r failed with exit code %d. Fix: run it by hand to see why "
                        "(its output is not shown because it may hold credentials)." % (command, returncode))
-    status = json.loads(stdout or "{}").get("status") or {}
+    try:
+        status = json.loads(stdout or "{}").get("status") or {}
+    except (ValueError, AttributeError):
+        raise NimError("kubeconfig exec plugin %r printed no ExecCredential JSON. Fix: run it by hand and check "
+                       "that it prints {\"kind\": \"ExecCredential\", \"status\": {...}}." % command)
     return status
+
+
+def _expiry(stamp):
+    """An ExecCredential's expirationTimestamp (RFC 3339) as time.time() seconds; None when absent or unreadable
+    (then the credential is refreshed only when the API server refuses it)."""
+    if not stamp:
+        return None
+    text = str(stamp).strip().replace("Z", "+00:00")
+    if "." in text:  # the fraction dropped: fromisoformat before Python 3.11 takes only 3 or 6 digits
+        head, tail = text.split(".", 1)
+        text = head + tail[next((i for i, c in enumerate(tail) if not c.isdigit()), len(tail)):]
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def refreshable(cfg):
+    """Whether a refused or expired credential can be fetched anew: an exec plugin's, or a token file's
+    (rotated on disk, like the in-cluster ServiceAccount token)."""
+    return bool(not cfg.token and (cfg.exec_spec or cfg.token_file))
+
+
+def expired(cfg, skew=10):
+    """The exec plugin's credential runs out within `skew` seconds (client-go refreshes it ahead as well)."""
+    return cfg.expires is not None and time.time() + skew >= cfg.expires
 
 
 def authorization(cfg):
     """The Authorization header value for a resolved Config, or None (client certificates only). An exec
-    plugin runs here, once per client; a client certificate it returns is put into cfg."""
+    plugin runs here (again on each call: the client calls this again when the credential expired or was
+    refused); a client certificate it returns is put into cfg, and when the credential runs out into cfg.expires."""
     token = cfg.token
     if cfg.exec_spec and not token:
         status = _run_exec_plugin(cfg.exec_spec)
         token = status.get("token")
+        cfg.expires = _expiry(status.get("expirationTimestamp"))
         if status.get("clientCertificateData"):
             cfg.cert_data, cfg.key_data = status["clientCertificateData"], status.get("clientKeyData")
     if not token and cfg.token_file:
@@ -244,7 +368,8 @@ def authorization(cfg):
             with open(cfg.token_file) as f:
                 token = f.read().strip()
         except (OSError, IOError) as e:
-            raise NimError("Cannot read the token file %s (%s)." % (cfg.token_file, e))
+            raise NimError("Cannot read the token file %s (%s). Fix: point tokenFile (or the in-cluster "
+                           "ServiceAccount mount) at a readable file." % (cfg.token_file, e.strerror or e))
     if token:
         return "Bearer " + token
     if cfg.username:

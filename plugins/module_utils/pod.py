@@ -171,7 +171,7 @@ def render_pod_spec(p, secrets_hash=None):
         args = list(delivery["command"])
 
     # proxy and custom CA
-    proxy = p["proxy"]
+    proxy = p["outbound_proxy"]
     env.extend(_proxy_env(proxy))
     if proxy["cert_config_map"]:
         volumes.extend([{"name": "ca-source", "configMap": {"name": proxy["cert_config_map"]}},

@@ -155,7 +155,7 @@ def render_service(p, secrets_hash=None, openshift=False):
     objs = []
     rbac = p["rbac"]
     if p["backend"] == "native" and rbac["create"]:
-        scc = scc_for(bool(p["storage"]["host_path"]), bool(p["proxy"]["cert_config_map"]), rbac["scc"])
+        scc = scc_for(bool(p["storage"]["host_path"]), bool(p["outbound_proxy"]["cert_config_map"]), rbac["scc"])
         objs.extend(render_rbac(name, namespace, openshift, scc, role_rules(rbac["extra_rules"]),
                                 rbac["automount_service_account_token"], p["labels"], annotations))
     svc_opts = p["expose"]["service"]
@@ -245,7 +245,7 @@ def render_nimservice(p, secrets_hash=None):
         spec["expose"]["ingress"] = {"enabled": True, "spec": ing["spec"]}
         if ing["metadata"].get("annotations"):
             spec["expose"]["ingress"]["annotations"] = ing["metadata"]["annotations"]
-    proxy = p["proxy"]
+    proxy = p["outbound_proxy"]
     keys = ("http_proxy", "https_proxy", "no_proxy", "cert_config_map")
     if any(proxy[k] for k in keys):
         spec["proxy"] = dict((camel(k), proxy[k]) for k in keys if proxy[k])

@@ -29,10 +29,20 @@ class Task(object):
         self.check_mode, self.diff, self.reuse = check_mode, diff, reuse
         self._module = module
         self._tmpdir = None
+        self.clients = []
 
     def client(self, params):
         """reuse: the caller runs many items in this process (a loop): they share the client and its LISTs."""
-        return client_from_params(params, reuse=self.reuse)
+        client = client_from_params(params, reuse=self.reuse)
+        self.clients.append(client)
+        return client
+
+    def warnings(self):
+        """The connection's warnings (certificate checks off, plain HTTP), once each."""
+        out = []
+        for client in self.clients:
+            out.extend(w for w in client.warnings if w not in out)
+        return out
 
     def run_command(self, argv):
         """(rc, stdout, stderr) of a command on the host the task runs on."""
@@ -78,11 +88,15 @@ def run(logic, params, task):
     """Run one module's logic. Returns (ok: bool, result dict); never raises for user errors."""
     scrub = scrubber(params)
     try:
-        return True, scrub.scrub(logic.run(params, task))
+        ok, out = True, logic.run(params, task)
     except NimError as e:
-        out = dict(msg=e.msg, changed=False)
+        ok, out = False, dict(msg=e.msg, changed=False)
         out.update(e.details)
-        return False, scrub.scrub(out)
+    try:
+        connection = task.warnings()
+        if connection:
+            out["warnings"] = connection + [w for w in out.get("warnings") or [] if w not in connection]
+        return ok, scrub.scrub(out)
     finally:
         task.close()
 

@@ -14,7 +14,7 @@ import os
 import re
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import IMAGE_TAG, SEVERITIES, VAULT_AGENT_IMAGE
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import IMAGE_TAG, SEVERITIES, VAULT_AGENT_IMAGE, outbound_proxy
 
 RANK = dict((s, i) for i, s in enumerate(SEVERITIES))
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -47,7 +47,7 @@ def service_images(svc):
                        % svc.get("name"))
     main = "%s:%s" % (image["repository"], image.get("tag") or IMAGE_TAG)
     images = [main]
-    proxy = svc.get("proxy") or {}
+    proxy = outbound_proxy(svc)
     if proxy.get("cert_config_map"):
         images.append(proxy.get("ca_init_image") or main)
     delivery = svc.get("secret_delivery") or {}

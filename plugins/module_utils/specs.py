@@ -131,7 +131,7 @@ SERVICE = dict(
         empty_dir=dict(type="dict", options=dict(size_limit=dict(type="str"),
                                                  medium=dict(type="str", choices=["", "Memory"]))),
     )),
-    proxy=dict(type="dict", default={}, options=dict(
+    outbound_proxy=dict(type="dict", default={}, options=dict(
         http_proxy=dict(type="str"),
         https_proxy=dict(type="str"),
         no_proxy=dict(type="str"),
@@ -276,16 +276,12 @@ def _merged(*parts):
     return out
 
 
-# In nim_service, `proxy` is the NIM's own outbound proxy (the NIMService spec): the API proxy is `api_proxy` only.
-_SERVICE_CONNECTION = _merged(CONNECTION_ARGS)
-_SERVICE_CONNECTION["api_proxy"].pop("aliases")
-
 # Each module's options and the constraints between them.
 MODULES = dict(
     nim_secret=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, SECRET),
                 dict(mutually_exclusive=[["value", "data"]])),
     nim_rbac=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, RBAC), {}),
-    nim_service=(_merged(_SERVICE_CONNECTION, _NAMESPACE, _STATE, _META, SERVICE),
+    nim_service=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, SERVICE),
                  dict(required_if=[["state", "present", ["image"]]])),
     nim_apply=(_merged(CONNECTION_ARGS, dict(namespace=dict(type="str")), _STATE, APPLY),
                dict(mutually_exclusive=[["definition", "src"]], required_one_of=[["definition", "src"]])),
@@ -322,7 +318,8 @@ def expand_service(args):
     if not isinstance(service, dict):
         raise ValueError("service: expected a dict of nim_service options, got %s. Fix: pass a mapping such as "
                          "{name: llama, image: {repository: ...}}." % type(service).__name__)
-    unknown = sorted((str(k) for k in service if k not in SERVICE_DICT_KEYS),
+    unknown = sorted((str(k) for k, v in service.items()
+                      if k not in SERVICE_DICT_KEYS and not (k == "proxy" and isinstance(v, dict))),
                      key=lambda k: (k not in _CONNECTION_NAMES, k))  # a connection option first: the worse mistake
     if unknown:
         where = ("a connection option: set it on the task or in module_defaults"
@@ -332,6 +329,30 @@ def expand_service(args):
     out = dict((k, v) for k, v in service.items())
     out.update((k, v) for k, v in args.items() if k != "service" and (v is not None or k not in out))
     return out
+
+
+def legacy_proxy(args):
+    """nim_service's `proxy` given as a dict: the NIM's outbound proxy under its old name, now `outbound_proxy`
+    (`proxy` is the API server's proxy, as in the other modules and kubernetes.core, so that module_defaults
+    for the whole group can set it). Returns (args, a deprecation message or None); ValueError when both are set."""
+    proxy = args.get("proxy")
+    if not isinstance(proxy, dict):
+        return args, None
+    if args.get("outbound_proxy"):
+        raise ValueError("proxy: given as a dict (the old name of outbound_proxy) while outbound_proxy is set too. "
+                         "Fix: keep only outbound_proxy.")
+    out = dict((k, v) for k, v in args.items() if k != "proxy")
+    out["outbound_proxy"] = proxy
+    return out, ("nim_service: the NIM's outbound proxy is now `outbound_proxy`; `proxy` as a dict still sets it but "
+                 "is deprecated. Rename it (in `service` dicts and nim_rollout_services too); `proxy` as a string is "
+                 "the API server's proxy, as in the collection's other modules.")
+
+
+def outbound_proxy(svc):
+    """The outbound proxy of an unchecked service dict (nim_doctor's and nim_image_scan's `services`), under its
+    name or its old one."""
+    legacy = svc.get("proxy")
+    return svc.get("outbound_proxy") or (legacy if isinstance(legacy, dict) else None) or {}
 
 
 def secret_keys(p):
@@ -353,7 +374,7 @@ def service_options(args):
     options filled in, and every rule that needs no cluster checked. Raises NimError naming the field and
     the fix. The benchmark and the tests build their services through this."""
     try:
-        args = expand_service(args)
+        args = legacy_proxy(expand_service(args))[0]
     except ValueError as e:
         raise NimError(str(e))
     result = validator_for("nim_service").validate(args)
@@ -376,8 +397,8 @@ def complete_service(p):
     if p["state"] == "present":
         validate.service(p)
         image = p["image"]
-        if not p["proxy"]["ca_init_image"]:
-            p["proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
+        if not p["outbound_proxy"]["ca_init_image"]:
+            p["outbound_proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
         pvc = p["storage"]["pvc"]
         if pvc and not pvc["name"] and p["backend"] == "native":  # the NIM Operator names its own claim
             pvc["name"] = "%s-model-store" % p["name"]

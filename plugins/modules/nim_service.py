@@ -26,7 +26,7 @@ description:
     Deployment once (C(maxUnavailable=0)) and an unchanged one never does.
 author:
   - nimguard.k8s contributors (@nimguard)
-extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY_SERVICE, nimguard.k8s.connection.STATE]
+extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY, nimguard.k8s.connection.STATE]
 options:
   name:
     description: Name of the NIM service (a DNS-1035 label); every object is named after it.
@@ -197,10 +197,13 @@ options:
             description: V(Memory) for tmpfs.
             type: str
             choices: [ "", Memory ]
-  proxy:
+  outbound_proxy:
     description:
-      - Outbound proxy. Sets C(HTTP_PROXY)/C(http_proxy), C(HTTPS_PROXY)/C(https_proxy), C(NO_PROXY)/C(no_proxy) and
-        C(NIM_SDK_USE_NATIVE_TLS=1).
+      - The NIM's outbound proxy. Sets C(HTTP_PROXY)/C(http_proxy), C(HTTPS_PROXY)/C(https_proxy),
+        C(NO_PROXY)/C(no_proxy) and C(NIM_SDK_USE_NATIVE_TLS=1).
+      - Named C(proxy) before 0.2.0. A dict given as O(api_proxy)'s alias C(proxy) is still taken as this option,
+        with a deprecation warning, until 2.0.0; C(proxy) as a string is the API server's proxy, as in the other
+        modules and C(kubernetes.core), so that C(module_defaults) for the group can set it.
     type: dict
     default: {}
     suboptions:
@@ -589,7 +592,7 @@ EXAMPLES = r'''
     namespace: nim-service
     auth_secret: ngc-api-secret
     image: {repository: nvcr.io/nim/meta/llama-3.1-8b-instruct, tag: "1.3.3"}
-    proxy:
+    outbound_proxy:
       http_proxy: http://proxy.example.com:8080
       https_proxy: http://proxy.example.com:8080
       no_proxy: localhost,127.0.0.1,.svc,.cluster.local

@@ -195,7 +195,7 @@ def test_custom_ca_bundle_built_by_non_root_init_and_trusted(cluster, node, name
     node_ip = cluster.env["NIMGUARD_REAL_NODE_IP"]
     kubelet = [{"ports": [{"protocol": "TCP", "port": 10250}]}]
     deploy(cluster, namespace, new_key(),
-           dict(name="nim-ca", proxy={"cert_config_map": "corp-ca"},
+           dict(name="nim-ca", outbound_proxy={"cert_config_map": "corp-ca"},
                 network_policy={"ingress_namespace_selector": {"kubernetes.io/metadata.name": namespace},
                                 "extra_egress": kubelet}),
            dict(name="nim-plain", network_policy={"ingress_namespace_selector": {

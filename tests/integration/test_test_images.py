@@ -271,8 +271,9 @@ def test_pause_image_exits_zero_on_sigterm(containerd):
 def _rendered_pod():
     """The collection's own pod spec for file delivery and a custom CA, with the fake NIM image."""
     args = dict(name="fake", namespace="t", auth_secret="ngc-api", image=dict(repository="docker.io/local/fakenim", tag="1"),
-                secret_delivery=dict(mode="file"), proxy=dict(cert_config_map="custom-ca", https_proxy="http://u:pw@proxy.invalid:3128",
-                                                              no_proxy="127.0.0.1,localhost"))
+                secret_delivery=dict(mode="file"),
+                outbound_proxy=dict(cert_config_map="custom-ca", https_proxy="http://u:pw@proxy.invalid:3128",
+                                    no_proxy="127.0.0.1,localhost"))
     template = pod.render_pod_spec(service_options(args))[0]
     return template["spec"]
 

@@ -62,7 +62,7 @@ def _service_view(svc, default_ns):
                 auth_secret=svc.get("auth_secret"), auth_secret_key=svc.get("auth_secret_key") or specs.NGC_KEY,
                 pull_secrets=image.get("pull_secrets") or [], runtime_class_name=svc.get("runtime_class_name"),
                 gpus=int((svc.get("resources") or {}).get("gpus") or 0),
-                cert_config_map=(svc.get("proxy") or {}).get("cert_config_map"),
+                cert_config_map=specs.outbound_proxy(svc).get("cert_config_map"),
                 vault=((svc.get("secret_delivery") or {}).get("mode") == "vault_agent"),
                 ingress=expose.get("ingress") or {}, service=expose.get("service") or {})
 

@@ -53,7 +53,8 @@ HOSTILE = [
     ({"rbac": {"scc": "privileged", "extra_rules": [{"resources": ["secrets"], "verbs": ["get"]}]}},
      "rbac.scc, rbac.extra_rules"),
     ({"network_policy": {"enabled": False}}, "network_policy.enabled"),
-    ({"proxy": {"https_proxy": "http://evil:3128"}}, "proxy.https_proxy"),
+    ({"outbound_proxy": {"https_proxy": "http://evil:3128"}}, "outbound_proxy.https_proxy"),
+    ({"proxy": {"https_proxy": "http://evil:3128"}}, "proxy"),  # outbound_proxy's old name
     ({"expose": {"ingress": {"enabled": True, "allow_plain_http": True}}},
      "expose.ingress.enabled, expose.ingress.allow_plain_http"),
     ({"image": dict(GOOD["image"], pull_policy="Always", pull_secrets=["other"])},

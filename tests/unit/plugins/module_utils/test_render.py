@@ -89,7 +89,7 @@ def test_vault_agent_uses_memory_volume_and_token_only_in_the_agent():
 
 
 def test_proxy_sets_env_and_ca_init_container():
-    p = service(proxy={"https_proxy": "http://proxy:8080", "no_proxy": ".svc", "cert_config_map": "custom-ca"})
+    p = service(outbound_proxy={"https_proxy": "http://proxy:8080", "no_proxy": ".svc", "cert_config_map": "custom-ca"})
     spec = pod(render.render_service(p))
     env = dict((e["name"], e.get("value")) for e in spec["containers"][0]["env"])
     for k in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
