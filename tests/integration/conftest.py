@@ -166,8 +166,11 @@ def build_tools(*names, tools=()):
 
 @pytest.fixture(scope="session")
 def cluster():
-    started = subprocess.run([CLUSTER, "status"], capture_output=True, check=False).returncode != 0
-    if started:
+    # Only a cluster this session started is stopped at its end. One that runs in part (status 4: another
+    # session restarts a component of it) is waited for by `up`, never restarted: that would wipe it for all.
+    status = subprocess.run([CLUSTER, "status"], capture_output=True, check=False).returncode
+    started = status == 1
+    if status != 0:
         subprocess.run([CLUSTER, "up"], check=True)
     try:
         yield Cluster()

@@ -63,6 +63,21 @@ def restore_apiserver(cluster):
         apiserver("start")
 
 
+def test_up_while_a_part_restarts_waits_and_never_wipes_the_cluster(cluster, namespace, restore_apiserver):
+    """Several sessions share one local cluster: while one restarts a part of it (here the API server), another's
+    `scripts/cluster status` says "running in part" (4), not "not running", and its `up` waits for the cluster
+    instead of starting a fresh one over it (which wiped etcd, and every namespace, under the first session)."""
+    apiserver("stop")
+    status = subprocess.run([CLUSTER, "status"], capture_output=True, text=True, check=False)
+    assert status.returncode == 4 and "running in part" in status.stdout, (status.returncode, status.stdout)
+    up = subprocess.run([CLUSTER, "up"], env=dict(os.environ, NIMGUARD_UP_WAIT="3"), capture_output=True, text=True,
+                        timeout=120, check=False)
+    assert up.returncode != 0 and "runs only in part" in up.stderr and "scripts/cluster down" in up.stderr, up.stderr
+    apiserver("start")
+    assert subprocess.run([CLUSTER, "status"], capture_output=True, check=False).returncode == 0
+    assert cluster.kubectl("get", "namespace", namespace, check=False).returncode == 0, "etcd was wiped"
+
+
 def _popen_site(cluster, ns, svcs, tmp_name):
     """Start a site run in the background (the same inventory layout as run_playbook)."""
     import tempfile
