@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs, validate
-from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, ref
+from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, hash_key, ref
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import secret_content_hash
 
@@ -36,7 +36,7 @@ def run(p, task):
         return conv.result()
     keys = specs.secret_keys(p)
     if not has_value(p):
-        return _verify(client, p, keys)
+        return _verify(conv, p, keys)
     validate.secret(p, keys)
     obj = render.render_secret(p)
     live = client.get_cached(client.resource("v1", "Secret"), p["namespace"], p["name"])
@@ -44,15 +44,19 @@ def run(p, task):
         raise NimError("Secret %s/%s exists with type %s, and a Secret's type cannot change to %s. Fix: delete it "
                        "first (state: absent) or use another name." % (p["namespace"], p["name"],
                                                                        live.get("type"), obj["type"]))
+    key = hash_key(conv, p["namespace"])
     conv.converge([obj], known=[live])
-    return conv.result(content_hash=secret_content_hash(obj),
+    return conv.result(content_hash=secret_content_hash(obj, key),
                        secret=dict(name=p["name"], namespace=p["namespace"], type=obj["type"], keys=sorted(obj["data"])))
 
 
-def _verify(client, p, keys):
-    """No value given: the Secret must exist and carry the expected keys (the seed's 'secret not found')."""
+def _verify(conv, p, keys):
+    """No value given: the Secret must exist and carry the expected keys (the seed's 'secret not found'). Writes
+    nothing: without the namespace's hash key yet, the content_hash is this run's own."""
+    client = conv.client
     live = client.get(client.resource("v1", "Secret"), p["namespace"], p["name"])
     checks.secret(checks.Preflight([]), live, p["namespace"], p["name"], keys, p["kind"], field="name", key_field="key")
-    return dict(changed=False, objects=[dict(ref(live), action="verified")], content_hash=secret_content_hash(live),
+    return dict(changed=False, objects=[dict(ref(live), action="verified")],
+                content_hash=secret_content_hash(live, hash_key(conv, p["namespace"], create=False)),
                 secret=dict(name=p["name"], namespace=p["namespace"], type=live.get("type"),
                             keys=sorted(live.get("data") or {})))
