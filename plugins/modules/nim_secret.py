@@ -18,9 +18,9 @@ description:
     to predict the roll in check mode).
   - Without a value, the module only checks that the Secret exists and holds the expected key, and fails with the
     command that creates it (the NIM Operator guide's "secret not found" case). Nothing is written.
-  - Secret values are never shown, in results, diffs (they appear as C(<redacted sha256:...>)), warnings, errors
-    or C(-vvvv) output, neither plain nor base64-encoded. A diff shows a value as a hash keyed for that run only
-    (C(<redacted hmac-sha256:...>)): equal within the diff exactly when the values are, and no use to a guess list.
+  - Secret values are never shown, in results, diffs, warnings, errors or C(-vvvv) output, neither plain nor
+    base64-encoded. A diff shows a value as a hash keyed for that run only (C(<redacted hmac-sha256:...>)) - equal
+    within the diff exactly when the values are, and no use to a guess list.
 author:
   - nimguard.k8s contributors (@nimguard)
 extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY, nimguard.k8s.connection.STATE]
