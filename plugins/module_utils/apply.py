@@ -267,15 +267,20 @@ class Converger(object):
         return out
 
 
-def hash_key(conv, namespace, create=True):
+_UNREAD = object()
+
+
+def hash_key(conv, namespace, create=True, live=_UNREAD):
     """The namespace's key for the keyed content hashes of Secrets (redact.secret_content_hash): random, made once
     in a Secret of its own (created, never overwritten, so concurrent tasks agree), read by every later run, so
     the hashes are stable across runs and mean nothing to whoever cannot read Secrets. In check mode (or with
     create false) a missing key is replaced by one for this run only: every hash then differs from the live ones,
-    which is what the real run will do once it has made the key."""
+    which is what the real run will do once it has made the key. `live`: the key's Secret (or None), when the
+    caller read it already (alongside the Secrets it hashes, concurrently)."""
     client = conv.client
     res = client.resource("v1", "Secret")
-    live = client.get_cached(res, namespace, HASH_KEY_SECRET)
+    if live is _UNREAD:
+        live = client.get_cached(res, namespace, HASH_KEY_SECRET)
     if live is None and create and not conv.check_mode:
         obj = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                "metadata": metadata(HASH_KEY_SECRET, namespace, labels_for(HASH_KEY_SECRET, "hash-key")),

@@ -57,7 +57,7 @@ options:
         NGC key's treatment - delivered by O(secret_delivery) as C(HF_TOKEN) (C(HF_TOKEN_FILE) and an export with
         a file), in the rotation hash, checked before any write. With O(secret_delivery.mode=vault_agent) the token
         comes from Vault instead (O(secret_delivery.vault.hf_secret_path)).
-      - The O(nimguard.k8s.nim_rollout) role sets it on every service when it provides the Secret.
+      - The C(nimguard.k8s.nim_rollout) role sets it on every service when it provides the Secret.
     type: str
   hf_secret_key:
     description: Key of the token inside O(hf_secret); the NIM reads the variable C(HF_TOKEN) whatever the key.
@@ -503,7 +503,7 @@ options:
       - The RV(nimguard.k8s.nim_secret#module:content_hash) of Secrets an earlier task of the same run is about to
         write, by Secret name. In check mode they stand in for the live Secrets in the rotation hash, so a coming
         rotation shows as a change (and in the diff) before it happens; a real run reads the Secrets. The
-        O(nimguard.k8s.nim_rollout) role passes them.
+        C(nimguard.k8s.nim_rollout) role passes them.
     type: dict
     default: {}
   rbac:

@@ -6,7 +6,6 @@ following cause chains, the fix naming the key referenced, and diffs that show t
 import base64
 import hashlib
 import json
-import time
 import uuid
 
 import pytest

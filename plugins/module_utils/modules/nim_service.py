@@ -8,6 +8,7 @@ from __future__ import annotations
 from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs, wait
 from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, hash_key, prune_scope
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import HASH_KEY_SECRET
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import secret_content_hash, secret_looking, short_hash
 
 NAME = "nim_service"
@@ -42,8 +43,10 @@ def run(p, task):
     # The consumed secrets are an input (their hash rolls the pods); the rest of the preflight runs only
     # when something is about to change, so a rerun with nothing to do reads each object once.
     uses = render.secrets_consumed(p)
-    consumed = checks.read(client, SECRET, namespace, sorted(uses))
-    secrets_hash = _secrets_hash(conv, p, warnings, consumed, uses)
+    # The namespace's hash key is read with them (concurrently), when a rotation hash is to be made of them.
+    consumed = checks.read(client, SECRET, namespace, sorted(uses) + ([HASH_KEY_SECRET] if uses else []))
+    key_secret = consumed.pop(HASH_KEY_SECRET, None)
+    secrets_hash = _secrets_hash(conv, p, warnings, consumed, uses, key_secret)
     objs = render.render_service(p, secrets_hash, with_rbac and checks.openshift(client, p["rbac"]["openshift"]))
     for item in p["env"]:
         if item.get("value") is not None and secret_looking(item["name"], item["value"]):
@@ -91,7 +94,7 @@ def _serves(client, api_version, kind):
         raise
 
 
-def _secrets_hash(conv, p, warnings, consumed, uses):
+def _secrets_hash(conv, p, warnings, consumed, uses, key_secret):
     """The keyed content hash of the Secrets the pods consume (None: none, or restart_on_rotation off). In check
     mode a Secret that an earlier task is about to write counts with the content_hash that task predicted
     (`secret_hashes`), so the roll the real run will make shows here. A missing Secret fails, naming the option
@@ -110,7 +113,7 @@ def _secrets_hash(conv, p, warnings, consumed, uses):
             checks.secret(checks.Preflight(warnings), None, p["namespace"], name, keys, field=field,
                           key_field=key_field)
         elif rolls:
-            key = key or hash_key(conv, p["namespace"])
+            key = key or hash_key(conv, p["namespace"], live=key_secret)
             hashes.append(secret_content_hash(live, key))
     return short_hash(hashes) if hashes and rolls else None
 
