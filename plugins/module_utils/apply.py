@@ -320,7 +320,9 @@ def translate(err, obj, force=False, verb="apply"):
     """An API error on one object, as a message that says what to do."""
     what = "%s %s%s" % (obj.get("kind"), (obj["metadata"].get("namespace") + "/") if obj["metadata"].get("namespace")
                         else "", obj["metadata"].get("name"))
-    if err.status == 403:
+    if err.status == 401:  # about the credentials, not the object
+        msg = err.msg
+    elif err.status == 403:
         msg = forbidden("%s %s" % (verb, what), err.api_message)
     elif err.field_conflict:
         fields = ", ".join(c.get("field", "?") for c in err.causes)
