@@ -135,8 +135,11 @@ def scrubber(params):
         s.add("%s:%s" % (reg["username"], reg["password"]))
     tls = params.get("tls") or {}
     s.add(tls.get("key"))
-    proxy = params.get("proxy")
-    for url in [params.get("api_proxy")] + (list(proxy.values()) if isinstance(proxy, dict) else [proxy]):
+    urls = [params.get("api_proxy")]
+    for name in ("proxy", "outbound_proxy"):  # nim_service's outbound proxy (a dict), under its new and old name
+        value = params.get(name)
+        urls.extend(value.values() if isinstance(value, dict) else [value])
+    for url in urls:
         _url_secrets(url, s)
     _secret_env(params.get("env"), s)
     for svc in [params.get("service")] + list(params.get("services") or []):
