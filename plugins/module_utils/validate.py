@@ -102,9 +102,6 @@ def service(p):
     if p["hf_secret"]:
         check_name(p["hf_secret"], "hf_secret", "subdomain")
     secret_key(p["hf_secret_key"], "hf_secret_key")
-    if p["hf_secret"] and mode == "vault_agent":
-        raise NimError("hf_secret: with secret_delivery.mode vault_agent the token comes from Vault, not a Secret. Fix: "
-                       "set secret_delivery.vault.hf_secret_path (and hf_secret_field) instead.")
     if p["backend"] == "operator" and p["auth_secret_key"] != "NGC_API_KEY":
         raise NimError("auth_secret_key: the NIM Operator reads the key NGC_API_KEY of auth_secret, not %r. Fix: store "
                        "the NGC API key under NGC_API_KEY, or use backend: native, which reads any key."

@@ -56,7 +56,8 @@ options:
       - Name of the Secret holding the Hugging Face token (models from Hugging Face), or unset for none. It gets the
         NGC key's treatment - delivered by O(secret_delivery) as C(HF_TOKEN) (C(HF_TOKEN_FILE) and an export with
         a file), in the rotation hash, checked before any write. With O(secret_delivery.mode=vault_agent) the token
-        comes from Vault instead (O(secret_delivery.vault.hf_secret_path)).
+        comes from Vault instead (O(secret_delivery.vault.hf_secret_path)) and this Secret is not read, like
+        O(auth_secret).
       - The C(nimguard.k8s.nim_rollout) role sets it on every service when it provides the Secret.
     type: str
   hf_secret_key:
