@@ -13,14 +13,16 @@ concurrently. Only objects that differ are applied, so a rerun makes no write at
 
 from __future__ import annotations
 
+import base64
 import copy
+import os
 import re
 from decimal import Decimal, InvalidOperation
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.client import parallel
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import ApiError, NimError, forbidden
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import (
-    COMPONENT, HASH_ANNOTATION, KINDS_ANNOTATION, instance)
+    COMPONENT, HASH_ANNOTATION, HASH_KEY_FIELD, HASH_KEY_SECRET, KINDS_ANNOTATION, instance, labels_for, metadata)
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import clean, short_hash
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
@@ -71,11 +73,16 @@ def _omitted(value):
 
 
 def stamp(obj):
-    """Return a copy of obj carrying the hash of itself (without the hash)."""
+    """Return a copy of obj carrying the hash of itself (without the hash). A Secret's values are left out of
+    it (its keys are in): the annotation is readable by whoever may list metadata, and _unchanged() compares
+    the values themselves."""
     obj = copy.deepcopy(obj)
     annotations = obj.setdefault("metadata", {}).setdefault("annotations", {})
     annotations.pop(HASH_ANNOTATION, None)
-    annotations[HASH_ANNOTATION] = short_hash(obj)
+    hashed = obj
+    if obj.get("kind") == "Secret":
+        hashed = dict(obj, data=sorted(obj.get("data") or {}), stringData=sorted(obj.get("stringData") or {}))
+    annotations[HASH_ANNOTATION] = short_hash(hashed)
     return obj
 
 
@@ -260,6 +267,42 @@ class Converger(object):
         return out
 
 
+_UNREAD = object()
+
+
+def hash_key(conv, namespace, create=True, live=_UNREAD):
+    """The namespace's key for the keyed content hashes of Secrets (redact.secret_content_hash): random, made once
+    in a Secret of its own (created, never overwritten, so concurrent tasks agree), read by every later run, so
+    the hashes are stable across runs and mean nothing to whoever cannot read Secrets. In check mode (or with
+    create false) a missing key is replaced by one for this run only: every hash then differs from the live ones,
+    which is what the real run will do once it has made the key. `live`: the key's Secret (or None), when the
+    caller read it already (alongside the Secrets it hashes, concurrently)."""
+    client = conv.client
+    res = client.resource("v1", "Secret")
+    if live is _UNREAD:
+        live = client.get_cached(res, namespace, HASH_KEY_SECRET)
+    if live is None and create and not conv.check_mode:
+        obj = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": metadata(HASH_KEY_SECRET, namespace, labels_for(HASH_KEY_SECRET, "hash-key")),
+               "data": {HASH_KEY_FIELD: base64.b64encode(os.urandom(32)).decode("ascii")}}
+        try:
+            live = client.create(res, obj, namespace)
+            conv.objects.append(dict(ref(obj), action="created"))
+            conv.changed = True
+        except ApiError as e:
+            if e.status != 409:
+                raise translate(e, obj, verb="create")
+            live = client.get(res, namespace, HASH_KEY_SECRET)
+        client.remember(res, live)
+    value = ((live or {}).get("data") or {}).get(HASH_KEY_FIELD)
+    if not value:
+        if live is not None:
+            raise NimError("Secret %s/%s has no key %s. Fix: delete it; the next run makes a new one (each service "
+                           "using Secrets then rolls once)." % (namespace, HASH_KEY_SECRET, HASH_KEY_FIELD))
+        return os.urandom(32)
+    return base64.b64decode(value)
+
+
 class Plan(object):
     def __init__(self, desired, found, extra):
         self.desired, self.found, self.extra = desired, found, extra
@@ -277,7 +320,9 @@ def translate(err, obj, force=False, verb="apply"):
     """An API error on one object, as a message that says what to do."""
     what = "%s %s%s" % (obj.get("kind"), (obj["metadata"].get("namespace") + "/") if obj["metadata"].get("namespace")
                         else "", obj["metadata"].get("name"))
-    if err.status == 403:
+    if err.status == 401:  # about the credentials, not the object
+        msg = err.msg
+    elif err.status == 403:
         msg = forbidden("%s %s" % (verb, what), err.api_message)
     elif err.field_conflict:
         fields = ", ".join(c.get("field", "?") for c in err.causes)

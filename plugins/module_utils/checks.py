@@ -57,7 +57,8 @@ def _create_command(name, namespace, keys, kind):
     if kind == "registry":
         return ("kubectl create secret docker-registry %s --docker-server=nvcr.io --docker-username='$oauthtoken' "
                 "--docker-password=<your-ngc-api-key> -n %s" % (name, namespace))
-    return "kubectl create secret generic %s --from-literal=%s=<value> -n %s" % (name, (keys or [NGC_KEY])[0], namespace)
+    literals = " ".join("--from-literal=%s=<value>" % k for k in keys or [NGC_KEY])
+    return "kubectl create secret generic %s %s -n %s" % (name, literals, namespace)
 
 
 def secret(report, live, namespace, name, keys, kind="ngc", field="auth_secret", key_field="auth_secret_key"):

@@ -25,6 +25,39 @@ def forbidden(action, detail=None):
             % (action, " (%s)" % detail if detail else ""))
 
 
+def unexpected(exc, where=""):
+    """The message of an exception that is not a NimError: its type and what can be said of it without its text,
+    which may quote an option, a header, a command line or a YAML line (a token, a password). Known kinds keep
+    their position and reason; anything else is named by type only."""
+    kind = type(exc).__name__
+    if hasattr(exc, "problem_mark") or hasattr(exc, "problem"):  # yaml.MarkedYAMLError
+        mark = getattr(exc, "problem_mark", None)
+        detail = "YAML %s%s" % (getattr(exc, "problem", None) or "error",
+                                " at line %d, column %d" % (mark.line + 1, mark.column + 1) if mark else "")
+        fix = "correct the YAML at that position (the line is not shown: it may hold a secret value)."
+    elif hasattr(exc, "lineno") and hasattr(exc, "colno") and hasattr(exc, "msg"):  # json.JSONDecodeError
+        detail = "JSON %s at line %d, column %d" % (exc.msg, exc.lineno, exc.colno)
+        fix = "correct the JSON at that position (the text is not shown: it may hold a secret value)."
+    elif isinstance(exc, UnicodeError):
+        detail = "%s cannot be %s (%s)" % (getattr(exc, "encoding", "text"),
+                                           "decoded" if isinstance(exc, UnicodeDecodeError) else "encoded",
+                                           getattr(exc, "reason", "invalid character"))
+        fix = "give the value as valid UTF-8 text (a binary file or a Latin-1 export does not qualify)."
+    elif hasattr(exc, "timeout") and hasattr(exc, "cmd"):  # subprocess.TimeoutExpired
+        cmd = exc.cmd if isinstance(exc.cmd, (list, tuple)) else [exc.cmd]
+        detail = "command %s did not finish within %s s" % (str(cmd[0]).rsplit("/", 1)[-1] if cmd else "?", exc.timeout)
+        fix = ("run it by hand where the task runs (a kubeconfig exec plugin waiting for a login?); its arguments are "
+               "not shown: they may hold credentials.")
+    elif isinstance(exc, ValueError) and str(exc).startswith("Invalid header"):
+        detail = "an HTTP header value is invalid (it holds a line break or another control character)"
+        fix = ("remove line breaks and surrounding whitespace from api_key, the kubeconfig's token or the token file "
+               "(a YAML '|' block or a file keeps the final newline).")
+    else:
+        detail = "details withheld: the exception's text may quote option values"
+        fix = "report it as a bug with the task (without its secret values); the type and place above say where."
+    return "Unexpected %s%s: %s. Fix: %s" % (kind, " " + where if where else "", detail, fix)
+
+
 class ApiError(NimError):
     """An answer of the API server with an error status, explained for the user."""
 

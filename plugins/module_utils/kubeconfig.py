@@ -17,6 +17,7 @@ import time
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.redact import register
 
 try:
     import yaml
@@ -370,8 +371,12 @@ def authorization(cfg):
         except (OSError, IOError) as e:
             raise NimError("Cannot read the token file %s (%s). Fix: point tokenFile (or the in-cluster "
                            "ServiceAccount mount) at a readable file." % (cfg.token_file, e.strerror or e))
-    if token:
-        return "Bearer " + token
+    # Whatever the credential came from, every output masks it (redact.register), and a token's surrounding
+    # whitespace (a YAML '|' block, a file's final newline) is dropped: a header cannot carry a line break.
+    for value in (token, cfg.password, cfg.key_data):
+        register(value)
+    if token and token.strip():
+        return "Bearer " + token.strip()
     if cfg.username:
         pair = ("%s:%s" % (cfg.username, cfg.password or "")).encode("utf-8")
         return "Basic " + base64.b64encode(pair).decode("ascii")

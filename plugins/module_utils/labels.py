@@ -24,8 +24,11 @@ MANAGED_SELECTOR = "%s=%s" % (MANAGED_BY, MANAGER)
 HASH_ANNOTATION = "nimguard.io/applied-hash"
 # On a service's Deployment: the kinds its last apply made, so prune lists only those (apply.Converger.read).
 KINDS_ANNOTATION = "nimguard.io/applied-kinds"
-# On the pod template: the content hash of the Secrets the pods consume, so a rotation rolls them.
+# On the pod template: the keyed content hash of the Secrets the pods consume, so a rotation rolls them.
 SECRETS_HASH = "nimguard.io/secrets-hash"
+# The Secret holding a namespace's key for those hashes (apply.hash_key), and the key it is under.
+HASH_KEY_SECRET = "nimguard-hash-key"
+HASH_KEY_FIELD = "hmac-key"
 # kubectl's copy of the last applied object: may hold a whole Secret in clear (redact.clean drops it).
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # An Ingress annotation starting with this asks cert-manager's ingress-shim for the TLS Secret.

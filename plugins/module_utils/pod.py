@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import SECRETS_HASH, labels_for, metadata
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import HF_KEY, NGC_KEY
 
 API_PORT_NAME = "api"
 
@@ -121,6 +122,21 @@ def _model_store(p, extra):
     return volume, mount
 
 
+def secrets_delivered(p):
+    """[(variable, Secret, key)]: what the NIM reads and where it comes from. With vault_agent the Secret and key
+    are the Vault secret path and field the agent renders into the file named after the variable."""
+    if p["secret_delivery"]["mode"] == "vault_agent":
+        vault = p["secret_delivery"]["vault"]
+        out = [(NGC_KEY, vault["secret_path"], vault["secret_field"])]
+        if vault["hf_secret_path"]:
+            out.append((HF_KEY, vault["hf_secret_path"], vault["hf_secret_field"]))
+        return out
+    out = [(NGC_KEY, p["auth_secret"], p["auth_secret_key"])]
+    if p["hf_secret"]:
+        out.append((HF_KEY, p["hf_secret"], p["hf_secret_key"]))
+    return out
+
+
 def render_pod_spec(p, secrets_hash=None):
     """The hardened pod template of a NIM service (native backend). Returns (template, extra objects)."""
     name = p["name"]
@@ -128,7 +144,7 @@ def render_pod_spec(p, secrets_hash=None):
     image = p["image"]
     image_ref = "%s:%s" % (image["repository"], image["tag"])
     delivery = p["secret_delivery"]
-    mode, mount, key_name = delivery["mode"], delivery["mount_path"], p["auth_secret_key"]
+    mode, mount = delivery["mode"], delivery["mount_path"]
     read_only_root = p["read_only_root_filesystem"]
     extra = []
 
@@ -141,21 +157,27 @@ def render_pod_spec(p, secrets_hash=None):
         volumes.append({"name": "tmp", "emptyDir": {}})
         mounts.append({"name": "tmp", "mountPath": "/tmp"})
 
-    # secrets
+    # secrets: the key options select a Secret's key (or a Vault field); the variables the NIM reads keep their
+    # names (NGC_API_KEY, HF_TOKEN, or NAME_FILE for a file), as the NIM Operator injects them.
+    delivered = secrets_delivered(p)
     if mode == "env":
-        env.append({"name": key_name, "valueFrom": {"secretKeyRef": {"name": p["auth_secret"], "key": key_name}}})
+        env.extend({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                   for var, secret, key in delivered)
     elif mode == "file":
-        # A Secret volume is tmpfs (memory-backed) on every kubelet; read-only, owner-only readable.
-        volumes.append({"name": "nim-secrets", "secret": {"secretName": p["auth_secret"], "defaultMode": 0o440,
-                                                          "items": [{"key": key_name, "path": key_name}]}})
+        # A Secret (or projected) volume is tmpfs (memory-backed) on every kubelet; read-only, owner-only readable.
+        if len(delivered) == 1:
+            var, secret, key = delivered[0]
+            volumes.append({"name": "nim-secrets", "secret": {"secretName": secret, "defaultMode": 0o440,
+                                                              "items": [{"key": key, "path": var}]}})
+        else:
+            volumes.append({"name": "nim-secrets", "projected": {"defaultMode": 0o440, "sources": [
+                {"secret": {"name": secret, "items": [{"key": key, "path": var}]}} for var, secret, key in delivered]}})
         mounts.append({"name": "nim-secrets", "mountPath": mount, "readOnly": True})
-        env.append({"name": key_name + "_FILE", "value": "%s/%s" % (mount, key_name)})
     else:
         vault = delivery["vault"]
         volumes.append({"name": "nim-secrets", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
         mounts.append({"name": "nim-secrets", "mountPath": mount, "readOnly": True})
-        env.append({"name": key_name + "_FILE", "value": "%s/%s" % (mount, key_name)})
-        init_containers.extend(_vault_agent(p, vault, mount, key_name, extra))
+        init_containers.extend(_vault_agent(p, vault, mount, extra))
         volumes.extend([
             {"name": "vault-token", "projected": {"sources": [{"serviceAccountToken": {
                 "audience": vault["audience"], "expirationSeconds": 3600, "path": "token"}}]}},
@@ -164,11 +186,14 @@ def render_pod_spec(p, secrets_hash=None):
         ])
         if vault["ca_config_map"]:
             volumes.append({"name": "vault-ca", "configMap": {"name": vault["ca_config_map"]}})
-    if mode in ("file", "vault_agent") and delivery["export_env"]:
-        # NIM reads its key from the environment: export it from the in-memory file inside the container's
-        # own process only, so it never appears in the pod spec (kubectl describe, the API, etcd).
-        command = ["/bin/sh", "-c", 'export %s="$(cat "$%s_FILE")"; exec "$@"' % (key_name, key_name), "--"]
-        args = list(delivery["command"])
+    if mode in ("file", "vault_agent"):
+        env.extend({"name": var + "_FILE", "value": "%s/%s" % (mount, var)} for var, dummy, dummy in delivered)
+        if delivery["export_env"]:
+            # NIM reads its key from the environment: export it from the in-memory file inside the container's
+            # own process only, so it never appears in the pod spec (kubectl describe, the API, etcd).
+            exports = "".join('export %s="$(cat "$%s_FILE")"; ' % (var, var) for var, dummy, dummy in delivered)
+            command = ["/bin/sh", "-c", exports + 'exec "$@"', "--"]
+            args = list(delivery["command"])
 
     # proxy and custom CA
     proxy = p["outbound_proxy"]
@@ -235,9 +260,12 @@ def _init_resources():
     return {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 
 
-def _vault_agent(p, vault, mount, key_name, extra):
-    """Vault agent init container (and optional native sidecar) writing the key to an in-memory volume."""
-    template = '{{ with secret "%s" }}{{ .Data.data.%s }}{{ end }}' % (vault["secret_path"], vault["secret_field"])
+def _vault_agent(p, vault, mount, extra):
+    """Vault agent init container (and optional native sidecar) writing the keys to an in-memory volume."""
+    templates = "".join(
+        'template {\n  destination = "%s/%s"\n  perms = "0440"\n  contents = %s\n}\n'
+        % (mount, var, json.dumps('{{ with secret "%s" }}{{ .Data.data.%s }}{{ end }}' % (path, field)))
+        for var, path, field in secrets_delivered(p))
     ca = '\n  ca_cert = "/vault/ca/ca.crt"' if vault["ca_config_map"] else ""
 
     def hcl(exit_after_auth):
@@ -246,10 +274,9 @@ def _vault_agent(p, vault, mount, key_name, extra):
             'vault {\n  address = "%s"%s\n}\n'
             'auto_auth {\n  method "kubernetes" {\n    mount_path = "auth/%s"\n    config = {\n'
             '      role = "%s"\n      token_path = "/vault/token/token"\n    }\n  }\n'
-            '  sink "file" {\n    config = {\n      path = "/vault/tmp/vault-token"\n    }\n  }\n}\n'
-            'template {\n  destination = "%s/%s"\n  perms = "0440"\n  contents = %s\n}\n'
+            '  sink "file" {\n    config = {\n      path = "/vault/tmp/vault-token"\n    }\n  }\n}\n%s'
         ) % ("true" if exit_after_auth else "false", vault["address"], ca, vault["auth_mount_path"],
-             vault["role"], mount, key_name, json.dumps(template))
+             vault["role"], templates)
 
     extra.append({"apiVersion": "v1", "kind": "ConfigMap",
                   "metadata": metadata("%s-vault-agent" % p["name"], p["namespace"],

@@ -16,7 +16,7 @@ import json
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import (
     KINDS_ANNOTATION, SECRET_KIND, SECRETS_HASH, labels_for, metadata, pod_selector)
 from ansible_collections.nimguard.k8s.plugins.module_utils.pod import API_PORT_NAME, camel, env_vars, render_pod_spec
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import secret_keys
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import HF_KEY, secret_keys
 from ansible_collections.nimguard.k8s.plugins.module_utils.validate import ingress_tls_secret
 
 
@@ -117,15 +117,23 @@ def render_rbac(name, namespace, openshift=False, scc=None, extra_rules=None, au
 
 
 def secrets_consumed(p):
-    """Secret names whose bytes the pods see: the content hash of these rolls the Deployment."""
-    names = []
-    if p["auth_secret"] and p["secret_delivery"]["mode"] != "vault_agent":
-        names.append(p["auth_secret"])
-    for item in p["env"]:
-        ref_ = ((item.get("value_from") or {}).get("secret_key_ref") or {}).get("name")
-        if ref_:
-            names.append(ref_)
-    return sorted(set(names))
+    """{Secret name: (option naming it, option naming its key, [keys read])} of the Secrets whose bytes the pods
+    see: their content hash rolls the Deployment, and a missing one is reported with the keys really referenced."""
+    out = {}
+
+    def use(name, field, key_field, key):
+        if name:
+            keys = out.setdefault(name, (field, key_field, []))[2]
+            if key not in keys:
+                keys.append(key)
+    if p["secret_delivery"]["mode"] != "vault_agent":
+        use(p["auth_secret"], "auth_secret", "auth_secret_key", p["auth_secret_key"])
+        use(p["hf_secret"], "hf_secret", "hf_secret_key", p["hf_secret_key"])
+    for i, item in enumerate(p["env"]):
+        ref_ = (item.get("value_from") or {}).get("secret_key_ref") or {}
+        where = "env[%d].value_from.secret_key_ref" % i
+        use(ref_.get("name"), where + ".name", where + ".key", ref_.get("key"))
+    return out
 
 
 def render_network_policy(p, labels):
@@ -217,6 +225,8 @@ def render_nimservice(p, secrets_hash=None):
     if p["runtime_class_name"]:
         spec["runtimeClassName"] = p["runtime_class_name"]
     env = env_vars(p["env"])
+    if p["hf_secret"]:  # the operator injects NGC_API_KEY from authSecret; the token is ours to add
+        env.insert(0, {"name": HF_KEY, "valueFrom": {"secretKeyRef": {"name": p["hf_secret"], "key": p["hf_secret_key"]}}})
     if env:
         spec["env"] = env
     storage = p["storage"]

@@ -17,9 +17,11 @@ from ansible_collections.nimguard.k8s.plugins.module_utils import validate
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.kubeconfig import CONNECTION_ARGS
 
+# The variables a NIM reads its NGC API key and Hugging Face token from (NAME_FILE for a file), whatever key of
+# which Secret holds them; also the keys a Secret of these kinds carries when `key` is not set (nim_secret).
 NGC_KEY = "NGC_API_KEY"
-# The key a Secret of a kind carries when `key` is not set (nim_secret), by kind.
-SECRET_KEY_DEFAULT = {"ngc": NGC_KEY, "huggingface": "HF_TOKEN"}
+HF_KEY = "HF_TOKEN"
+SECRET_KEY_DEFAULT = {"ngc": NGC_KEY, "huggingface": HF_KEY}
 DEFAULT_NIM_COMMAND = ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/nim/start_server.sh"]
 VAULT_AGENT_IMAGE = "hashicorp/vault:1.21.4"
 IMAGE_TAG = "latest"
@@ -93,6 +95,8 @@ SERVICE = dict(
     backend=dict(type="str", default="native", choices=["native", "operator"]),
     auth_secret=dict(type="str", no_log=False),
     auth_secret_key=dict(type="str", default=NGC_KEY, no_log=False),
+    hf_secret=dict(type="str", no_log=False),
+    hf_secret_key=dict(type="str", default=HF_KEY, no_log=False),
     image=dict(type="dict", options=dict(
         repository=dict(type="str", required=True),
         tag=dict(type="str", default=IMAGE_TAG),
@@ -188,6 +192,8 @@ SERVICE = dict(
             role=dict(type="str"),
             secret_path=dict(type="str", no_log=False),
             secret_field=dict(type="str", default="ngc_api_key", no_log=False),
+            hf_secret_path=dict(type="str", no_log=False),
+            hf_secret_field=dict(type="str", default="hf_token", no_log=False),
             auth_mount_path=dict(type="str", default="kubernetes"),
             audience=dict(type="str", default="vault"),
             image=dict(type="str", default=VAULT_AGENT_IMAGE),
@@ -196,6 +202,7 @@ SERVICE = dict(
         )),
     )),
     restart_on_rotation=dict(type="bool", default=True),
+    secret_hashes=dict(type="dict", default={}, no_log=False),
     rbac=dict(type="dict", default={}, options=dict(
         create=dict(type="bool", default=True),
         openshift=dict(type="str", default="auto", choices=["auto", "yes", "no"]),

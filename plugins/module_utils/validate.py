@@ -98,6 +98,14 @@ def service(p):
                        "it with nimguard.k8s.nim_secret (kind: ngc) and set auth_secret to its name.")
     if p["auth_secret"]:
         check_name(p["auth_secret"], "auth_secret", "subdomain")
+    secret_key(p["auth_secret_key"], "auth_secret_key")
+    if p["hf_secret"]:
+        check_name(p["hf_secret"], "hf_secret", "subdomain")
+    secret_key(p["hf_secret_key"], "hf_secret_key")
+    if p["backend"] == "operator" and p["auth_secret_key"] != "NGC_API_KEY":
+        raise NimError("auth_secret_key: the NIM Operator reads the key NGC_API_KEY of auth_secret, not %r. Fix: store "
+                       "the NGC API key under NGC_API_KEY, or use backend: native, which reads any key."
+                       % p["auth_secret_key"])
     if p["backend"] == "operator" and mode != "env":
         raise NimError("secret_delivery.mode: the NIM Operator injects the key as an env var only. Fix: set "
                        "secret_delivery.mode: env with backend: operator, or use backend: native for %s." % mode)

@@ -13,12 +13,14 @@ description:
   - Creates, rotates, verifies or deletes one Secret for an NVIDIA NIM service - the NGC API key, a Hugging Face
     token, a registry pull secret (C(kubernetes.io/dockerconfigjson)), a TLS Secret, or any set of keys.
   - With a value, the Secret is server-side applied; a new value replaces the old one (rotation) and the module
-    returns the new O(ignore:content_hash), so that workloads roll only when the bytes changed
-    (M(nimguard.k8s.nim_service) does this by itself).
+    returns the new RV(content_hash), so that workloads roll only when the bytes changed
+    (M(nimguard.k8s.nim_service) does this by itself, and takes it as O(nimguard.k8s.nim_service#module:secret_hashes)
+    to predict the roll in check mode).
   - Without a value, the module only checks that the Secret exists and holds the expected key, and fails with the
     command that creates it (the NIM Operator guide's "secret not found" case). Nothing is written.
-  - Secret values are never shown, in results, diffs (they appear as C(<redacted sha256:...>)), warnings, errors
-    or C(-vvvv) output, neither plain nor base64-encoded.
+  - Secret values are never shown, in results, diffs, warnings, errors or C(-vvvv) output, neither plain nor
+    base64-encoded. A diff shows a value as a hash keyed for that run only (C(<redacted hmac-sha256:...>)) - equal
+    within the diff exactly when the values are, and no use to a guess list.
 author:
   - nimguard.k8s contributors (@nimguard)
 extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connection, nimguard.k8s.connection.API_PROXY, nimguard.k8s.connection.STATE]
@@ -195,11 +197,13 @@ objects:
       returned: always
 content_hash:
   description:
-    - Short sha256 of the Secret's type and data. It changes exactly when a consumer would see different bytes,
-      so it can gate a restart. It is not reversible into the value.
+    - Keyed hash (HMAC-SHA256) of the Secret's type and data. It changes exactly when a consumer would see different
+      bytes, so it can gate a restart. Its key is random, kept in the Secret C(nimguard-hash-key) of the namespace
+      (made on first use; a check-mode run or a check of an existing Secret before that uses a key of its own), so
+      the hash cannot be tested against guesses by whoever lacks the right to read Secrets.
   returned: when state is present
   type: str
-  sample: sha256:4f1c2a9e0b7d3c55
+  sample: hmac-sha256:4f1c2a9e0b7d3c55
 secret:
   description: Name, namespace, type and key names (never values) of the Secret.
   returned: when state is present

@@ -45,9 +45,25 @@ options:
         O(secret_delivery.mode=vault_agent).
     type: str
   auth_secret_key:
-    description: Key of the NGC API key inside O(auth_secret).
+    description:
+      - Key of the NGC API key inside O(auth_secret) (the guide's custom secret key name). It selects the Secret's
+        key only; the NIM still reads the variable C(NGC_API_KEY) (C(NGC_API_KEY_FILE) with a file), whatever the key.
+      - The operator backend reads the key C(NGC_API_KEY) only.
     type: str
     default: NGC_API_KEY
+  hf_secret:
+    description:
+      - Name of the Secret holding the Hugging Face token (models from Hugging Face), or unset for none. It gets the
+        NGC key's treatment - delivered by O(secret_delivery) as C(HF_TOKEN) (C(HF_TOKEN_FILE) and an export with
+        a file), in the rotation hash, checked before any write. With O(secret_delivery.mode=vault_agent) the token
+        comes from Vault instead (O(secret_delivery.vault.hf_secret_path)) and this Secret is not read, like
+        O(auth_secret).
+      - The C(nimguard.k8s.nim_rollout) role sets it on every service when it provides the Secret.
+    type: str
+  hf_secret_key:
+    description: Key of the token inside O(hf_secret); the NIM reads the variable C(HF_TOKEN) whatever the key.
+    type: str
+    default: HF_TOKEN
   image:
     description: The NIM container image. Required when O(state=present).
     type: dict
@@ -398,13 +414,13 @@ options:
         default: []
   secret_delivery:
     description:
-      - How the NGC API key reaches the NIM container.
+      - How the NGC API key (and the Hugging Face token, O(hf_secret)) reach the NIM container.
       - V(env) - an env var from a C(secretKeyRef), as the NIM Operator does. Simple; the key is visible to anyone
         who can read the pod's environment (C(kubectl exec env), crash dumps) and rotation needs a restart.
       - V(file) (default for the native backend) - the Secret mounted read-only as files on a memory-backed volume;
         nothing secret in the pod spec. With O(secret_delivery.export_env) the start command exports the key from
         the file inside the container's own process (NIM reads its environment); without it, the application
-        reads C(<KEY>_FILE) and sees a rotated value without a restart.
+        reads C(NGC_API_KEY_FILE) (and C(HF_TOKEN_FILE)) and sees a rotated value without a restart.
       - V(vault_agent) - a Vault agent init container (and with O(secret_delivery.vault.refresh) a native sidecar
         that keeps the file fresh) authenticates with a projected service-account token mounted into the agent
         only, and writes the key to an C(emptyDir) with C(medium=Memory). The key never exists as a Kubernetes
@@ -446,6 +462,13 @@ options:
             description: Field of the secret holding the key.
             type: str
             default: ngc_api_key
+          hf_secret_path:
+            description: Path of the Vault secret holding the Hugging Face token (written to C(HF_TOKEN_FILE)); unset for none.
+            type: str
+          hf_secret_field:
+            description: Field of O(secret_delivery.vault.hf_secret_path) holding the token.
+            type: str
+            default: hf_token
           auth_mount_path:
             description: Mount path of the Kubernetes auth method.
             type: str
@@ -468,10 +491,22 @@ options:
   restart_on_rotation:
     description:
       - Put the consumed Secrets' content hash on the pod template, so that changed bytes roll the Deployment
-        (once) and unchanged ones never do. With V(false) and O(secret_delivery.mode=file) without export,
-        nothing restarts and the application reads the new file.
+        (once) and unchanged ones never do. The hash is keyed (HMAC-SHA256) with a random key kept in the Secret
+        C(nimguard-hash-key) of the namespace (made on first use), so it tells nothing to whoever can read
+        Deployments but not Secrets.
+      - With V(false) nothing restarts. Only O(secret_delivery.mode=file) with O(secret_delivery.export_env=false)
+        (or V(vault_agent) with C(refresh)) then brings a rotated key to the running NIM, which must read
+        C(NGC_API_KEY_FILE); with C(export_env) the process keeps the key exported at its start, and the task warns.
     type: bool
     default: true
+  secret_hashes:
+    description:
+      - The RV(nimguard.k8s.nim_secret#module:content_hash) of Secrets an earlier task of the same run is about to
+        write, by Secret name. In check mode they stand in for the live Secrets in the rotation hash, so a coming
+        rotation shows as a change (and in the diff) before it happens; a real run reads the Secrets. The
+        C(nimguard.k8s.nim_rollout) role passes them.
+    type: dict
+    default: {}
   rbac:
     description: The ServiceAccount, Role and RoleBinding (the same objects as M(nimguard.k8s.nim_rbac)).
     type: dict
@@ -658,8 +693,9 @@ objects:
     - {apiVersion: apps/v1, kind: Deployment, name: llama-3-8b, namespace: nim-service, action: updated}
     - {apiVersion: networking.k8s.io/v1, kind: Ingress, name: llama-3-8b, namespace: nim-service, action: deleted}
 secrets_hash:
-  description: Content hash of the Secrets the pods consume (on the pod template when O(restart_on_rotation)).
-  returned: when state is present
+  description:
+    - Keyed content hash of the Secrets the pods consume, on the pod template (O(restart_on_rotation) only).
+  returned: when state is present and the pods consume Secrets
   type: str
   sample: sha256:0c8e5d0f4d2b7a91
 secret_delivery:

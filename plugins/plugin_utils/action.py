@@ -109,15 +109,23 @@ class NimAction(ActionBase):
         runner, specs = module_utils("runner"), module_utils("specs")
         module_utils("kubeconfig").COMMAND_RUNNER["run"] = _run_command
         logic = module_utils("modules." + self.MODULE)
-        with self._task_environment():
-            validated = specs.validator_for(self.MODULE).validate(args)
-            if validated.error_messages:
-                out = dict(failed=True, msg="; ".join(validated.error_messages))
-            else:
-                looping = bool(self._task.loop or self._task.loop_with)
-                task = runner.Task(bool(self._task.check_mode), bool(self._task.diff), reuse=looping)
-                ok, out = runner.run(logic, validated.validated_parameters, task)
-                if not ok:
-                    out["failed"] = True
-        result.update(remove_values(out, validated._no_log_values))
+        no_log_values = set()
+        try:
+            with self._task_environment():
+                validated = specs.validator_for(self.MODULE).validate(args)
+                no_log_values = validated._no_log_values
+                if validated.error_messages:
+                    out = dict(failed=True, msg="; ".join(validated.error_messages))
+                else:
+                    looping = bool(self._task.loop or self._task.loop_with)
+                    task = runner.Task(bool(self._task.check_mode), bool(self._task.diff), reuse=looping)
+                    ok, out = runner.run(logic, validated.validated_parameters, task)
+                    if not ok:
+                        out["failed"] = True
+        except Exception as e:  # pylint: disable=broad-except
+            # runner.run catches the module's own failures; this is the rest (the task's environment, the spec
+            # check), which Ansible would print as "Unexpected failure during task execution: <its text>".
+            out = runner.scrubber(args).scrub(dict(failed=True, changed=False, exception_type=type(e).__name__,
+                                                   msg=module_utils("errors").unexpected(e, "in " + self.MODULE)))
+        result.update(remove_values(out, no_log_values))
         return result

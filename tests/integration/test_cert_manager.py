@@ -324,5 +324,6 @@ def test_doctor_reports_a_certificate_that_is_not_ready(cm, namespace):
     assert cond["status"] == "False"
     assert "Certificate %s/broken is not ready" % namespace in findings[0]["message"]
     assert cond["reason"] in findings[0]["message"] and cond["message"] in findings[0]["message"]
-    assert "kubectl describe certificate broken -n %s" % namespace in findings[0]["fix"]
-    assert "kubectl get certificaterequest,order,challenge -n %s" % namespace in findings[0]["fix"]
+    # The first broken link of its cause chain, and that link's fix (issue 18 item 6).
+    assert "cause: its ClusterIssuer no-such-issuer does not exist" in findings[0]["message"], findings[0]
+    assert "spec.issuerRef" in findings[0]["fix"]

@@ -47,9 +47,10 @@ def test_secret_create_idempotent_rotate_and_redacted(cluster, namespace):
     ns = namespace
     play = run_play(cluster, [secret_task(ns)], diff=True, verbosity=4)
     assert play[0]["changed"] is True, play
-    assert actions(play[0]) == {"Secret/ngc-api-secret": "created"}
+    # The namespace's key for the keyed content hashes is made with the first Secret (apply.hash_key).
+    assert actions(play[0]) == {"Secret/ngc-api-secret": "created", "Secret/nimguard-hash-key": "created"}
     first_hash = play[0]["content_hash"]
-    assert first_hash.startswith("sha256:")
+    assert first_hash.startswith("hmac-sha256:")
     assert_no_leak(play, CANARY)
 
     mark = cluster.audit_mark()
@@ -69,7 +70,7 @@ def test_secret_create_idempotent_rotate_and_redacted(cluster, namespace):
     assert_no_leak(check, CANARY, CANARY2)
     diff = check[0]["diff"][0]
     assert diff["before"]["data"]["NGC_API_KEY"] != diff["after"]["data"]["NGC_API_KEY"]
-    assert diff["after"]["data"]["NGC_API_KEY"].startswith("<redacted sha256:")
+    assert diff["after"]["data"]["NGC_API_KEY"].startswith("<redacted hmac-sha256:")
 
     rotated = run_play(cluster, [secret_task(ns, value=CANARY2)], diff=True, verbosity=4)
     assert rotated[0]["changed"] is True and rotated[0]["content_hash"] != first_hash
@@ -194,9 +195,9 @@ def test_service_lifecycle_restricted_idempotent_check_diff_prune(cluster, names
     assert writes(cluster, mark, ns) == []
     assert_no_leak(again, CANARY)
     # Reads: one LIST per kind the Deployment's applied-kinds annotation names (no ConfigMap list, no
-    # discovery), plus the secret, read by each task: 6 + 2 for 7 objects.
+    # discovery), plus the secret and the namespace's hash key, read together by each task: 6 + 4 for 7 objects.
     uris = [e["requestURI"] for e in cluster.audit_events(mark, verbs={"get", "list"}, user=cluster.user)]
-    assert len(uris) <= 8, uris
+    assert len(uris) <= 10, uris
     assert not [u for u in uris if u.startswith("/apis?") or u == "/apis" or "/configmaps" in u], uris
 
     # check mode: predicts the update through the server's dry run, writes nothing

@@ -190,3 +190,63 @@ def test_rotate_playbook_rolls_only_services_whose_secret_changed(cluster, names
     assert "rot-a" in rolled.stdout
     dep = cluster.get_json("deployment", "rot-a", "-n", ns)
     assert dep["status"].get("updatedReplicas") == dep["spec"]["replicas"]  # waited for the rollout
+
+
+def _exec_kubeconfig(cluster, tmp_path, script, args):
+    """A copy of the session's kubeconfig whose user authenticates through an exec plugin `script`."""
+    import yaml
+    plugin = tmp_path / "plugin.sh"
+    plugin.write_text("#!/bin/sh\n" + script + "\n")
+    plugin.chmod(0o755)
+    cfg = yaml.safe_load(open(cluster.kubeconfig))
+    for user in cfg["users"]:
+        user["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin),
+                                 "args": args, "interactiveMode": "Never"}}
+    path = tmp_path / "exec.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_exceptions_leave_through_the_scrubber_on_both_paths(cluster, namespace, tmp_path):
+    """Issue 19 item 1: failures that are not NimError (bad header values, an exec plugin's bad output, YAML,
+    JSON and unicode errors, an API body echoing the object) at -vvvv, on the action-plugin path and the module
+    path: the exception's type and a safe message, never a canary."""
+    ns = namespace
+    secrets = []
+
+    def new(prefix):
+        secrets.append(canary(prefix))
+        return secrets[-1]
+    newline_key, inner_key = new("tokLEAKnl-") + "\n", new("tokLEAKmid-") + "\n" + new("tokLEAKtail-")
+    exec_token, yaml_pw, unicode_pw, echoed = new("execLEAK-"), new("yamlLEAK-"), new("uniLEAK-"), new("echoLEAK-")
+    bad_json = _exec_kubeconfig(cluster, tmp_path, "echo '{\"status\": {\"token\": \"%s\"'" % exec_token,
+                                ["--oidc-client-secret=" + exec_token])
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes(b"apiVersion: v1\nkind: Secret\nmetadata: {name: u}\nstringData:\n  password: "
+                      + unicode_pw.encode() + b"\xff\xfe\n")
+    info = {"kind": "Namespace", "name": ns}
+    tasks = [
+        {"nimguard.k8s.nim_info": dict(info, api_key=newline_key)},  # stripped: a usable header
+        {"nimguard.k8s.nim_info": dict(info, api_key=inner_key)},  # a line break inside: refused safely
+        {"nimguard.k8s.nim_info": dict(info, kubeconfig=bad_json)},  # the plugin's output is not JSON
+        {"nimguard.k8s.nim_apply": {"namespace": ns, "definition": "apiVersion: v1\nkind: Secret\nmetadata: {name: y}\n"
+                                    "stringData:\n  password: %s\n  other: [unclosed\n" % yaml_pw}},
+        {"nimguard.k8s.nim_apply": {"namespace": ns, "src": str(latin)}},
+        {"nimguard.k8s.nim_apply": {"namespace": ns, "definition": {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "echo", "namespace": ns},
+            "stringData": {"password": {"nested": echoed}}}}},
+    ]
+    for env in ({}, {"NIMGUARD_REMOTE_MODULE": "1"}):
+        play = run_play(cluster, tasks, verbosity=4, env=env)
+        where = "module path" if env else "action-plugin path"
+        text = play.output + json.dumps(play.results)
+        leaks = [(s_, text[max(0, text.find(s_) - 300):text.find(s_) + 80]) for s_ in secrets if s_ in text]
+        assert find_leaks({where: text}, secrets) == [], (where, find_leaks({where: text}, secrets), leaks)
+        assert not play[0].get("failed"), (where, play[0])
+        for result in play.results[1:]:
+            assert result.get("failed") and "Traceback" not in json.dumps(result), (where, result)
+        assert "Unexpected ValueError" in play[1]["msg"] and "api_key" in play[1]["msg"], (where, play[1])
+        assert "JSON" in play[2]["msg"] or "exec plugin" in play[2]["msg"], (where, play[2])
+        assert "YAML" in play[3]["msg"] and "line 7" in play[3]["msg"], (where, play[3])
+        assert "UnicodeDecodeError" in play[4]["msg"] or "UTF-8" in play[4]["msg"], (where, play[4])
+        assert play[5]["msg"], (where, play[5])

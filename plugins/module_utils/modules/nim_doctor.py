@@ -60,6 +60,7 @@ def _service_view(svc, default_ns):
     expose = svc.get("expose") or {}
     return dict(name=svc.get("name"), namespace=svc.get("namespace") or default_ns,
                 auth_secret=svc.get("auth_secret"), auth_secret_key=svc.get("auth_secret_key") or specs.NGC_KEY,
+                hf_secret=svc.get("hf_secret"), hf_secret_key=svc.get("hf_secret_key") or specs.HF_KEY,
                 pull_secrets=image.get("pull_secrets") or [], runtime_class_name=svc.get("runtime_class_name"),
                 gpus=int((svc.get("resources") or {}).get("gpus") or 0),
                 cert_config_map=specs.outbound_proxy(svc).get("cert_config_map"),
@@ -112,9 +113,11 @@ def _run_checks(client, p, wanted, f, services, namespaces):
         ns, name, report = svc["namespace"], svc["name"], f.of(svc["name"])
         if "secrets" in wanted:
             secrets = client.resource("v1", "Secret")  # an API error becomes the `api` finding (see run())
-            if svc["auth_secret"] and not svc["vault"]:
-                live = client.get(secrets, ns, svc["auth_secret"])
-                checks.secret(report, live, ns, svc["auth_secret"], [svc["auth_secret_key"]])
+            for field in ("auth_secret", "hf_secret"):
+                if svc[field] and not svc["vault"]:
+                    live = client.get(secrets, ns, svc[field])
+                    checks.secret(report, live, ns, svc[field], [svc[field + "_key"]], field=field,
+                                  key_field=field + "_key")
             for ps in svc["pull_secrets"]:
                 checks.pull_secret(report, client.get(secrets, ns, ps), ns, ps)
         if "runtime" in wanted and svc["runtime_class_name"]:
@@ -143,10 +146,11 @@ def _run_checks(client, p, wanted, f, services, namespaces):
         _check_conditions(client, f, namespaces, "cert-manager.io/v1", "Certificate", "certificates",
                           "kubectl describe certificate %(name)s -n %(ns)s; "
                           "kubectl get certificaterequest,order,challenge -n %(ns)s; "
-                          "kubectl logs -n cert-manager deploy/cert-manager")
+                          "kubectl logs -n cert-manager deploy/cert-manager", _certificate_cause)
     if "external_secrets" in wanted and client.has_api_group("external-secrets.io"):
         _check_conditions(client, f, namespaces, "external-secrets.io/v1", "ExternalSecret", "external_secrets",
-                          "kubectl describe externalsecret %(name)s -n %(ns)s, and check its SecretStore's status")
+                          "kubectl describe externalsecret %(name)s -n %(ns)s, and check its SecretStore's status",
+                          _external_secret_cause)
 
 
 def _warn_exposed(f, exposed, ns, kind, name, stype=None, annotations=None, **extra):
@@ -177,21 +181,98 @@ def _check_exposed(client, f, namespaces, exposed):
                           svc["metadata"].get("annotations"))
 
 
-def _check_conditions(client, f, namespaces, api_version, kind, check, look):
+# cert-manager's --cluster-resource-namespace (its default): where a ClusterIssuer's Secrets live.
+CERT_MANAGER_NAMESPACE = "cert-manager"
+
+
+def _ready(obj):
+    """(ready, its Ready condition or {})."""
+    conds = [c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
+    return bool(conds) and conds[0].get("status") == "True", (conds[0] if conds else {})
+
+
+def _why(cond):
+    return "%s: %s" % (cond.get("reason"), cond.get("message")) if cond else "no Ready condition yet"
+
+
+def _certificate_cause(client, cert):
+    """(message, fix) of the broken link nearest the root below a Certificate that is not ready (its issuer's CA
+    Secret, its Issuer or ClusterIssuer, its latest CertificateRequest), or None when they all look fine."""
+    ns, name = cert["metadata"]["namespace"], cert["metadata"]["name"]
+    ref = (cert.get("spec") or {}).get("issuerRef") or {}
+    kind, issuer_name = ref.get("kind") or "Issuer", ref.get("name")
+    if (ref.get("group") or "cert-manager.io") != "cert-manager.io" or kind not in ("Issuer", "ClusterIssuer"):
+        return None  # an external issuer: its shape is its own
+    issuer = client.get(client.resource("cert-manager.io/v1", kind), ns if kind == "Issuer" else None, issuer_name)
+    what = "%s %s" % (kind, issuer_name)
+    if issuer is None:
+        return ("its %s does not exist" % what,
+                "create it (the nimguard.k8s.cert_manager role makes the ClusterIssuers), or set the Certificate's "
+                "spec.issuerRef to an existing one.")
+    secret = ((issuer.get("spec") or {}).get("ca") or {}).get("secretName")
+    if secret:
+        secret_ns = ns if kind == "Issuer" else CERT_MANAGER_NAMESPACE
+        if client.get(client.resource("v1", "Secret"), secret_ns, secret) is None:
+            return ("its %s signs with the CA key pair in Secret %s/%s, which does not exist" % (what, secret_ns, secret),
+                    "recreate that Secret (tls.crt and tls.key of the CA: rerun the nimguard.k8s.cert_manager role, "
+                    "which makes it), or point the issuer's spec.ca.secretName at an existing one; cert-manager then "
+                    "retries the issuance.")
+    ok, cond = _ready(issuer)
+    if not ok:
+        return ("its %s is not Ready: %s" % (what, _why(cond)),
+                "kubectl describe %s %s%s" % (kind.lower(), issuer_name, " -n " + ns if kind == "Issuer" else ""))
+    requests = [r for r in client.list(client.resource("cert-manager.io/v1", "CertificateRequest"), ns)
+                if ((r["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name")) == name]
+    if requests:
+        latest = max(requests, key=lambda r: r["metadata"].get("creationTimestamp") or "")
+        ok, cond = _ready(latest)
+        if not ok and cond:
+            return ("its CertificateRequest %s is not ready: %s" % (latest["metadata"]["name"], _why(cond)),
+                    "kubectl describe certificaterequest %s -n %s" % (latest["metadata"]["name"], ns))
+    return None
+
+
+def _external_secret_cause(client, es):
+    """(message, fix) of a broken SecretStore or ClusterSecretStore below an ExternalSecret, or None."""
+    ns = es["metadata"]["namespace"]
+    ref = (es.get("spec") or {}).get("secretStoreRef") or {}
+    kind, name = ref.get("kind") or "SecretStore", ref.get("name")
+    if not name or kind not in ("SecretStore", "ClusterSecretStore"):
+        return None
+    store = client.get(client.resource(es["apiVersion"], kind), ns if kind == "SecretStore" else None, name)
+    if store is None:
+        return ("its %s %s does not exist" % (kind, name),
+                "create it (the nimguard.k8s.external_secrets role makes stores), or set the ExternalSecret's "
+                "spec.secretStoreRef to an existing one.")
+    ok, cond = _ready(store)
+    if not ok:
+        return ("its %s %s is not Ready: %s" % (kind, name, _why(cond)),
+                "fix the store's provider settings and the Secret holding its credentials (kubectl describe %s %s%s)."
+                % (kind.lower(), name, " -n " + ns if kind == "SecretStore" else ""))
+    return None
+
+
+def _check_conditions(client, f, namespaces, api_version, kind, check, look, cause=None):
+    """A finding for each object of a kind that is not Ready, with the first broken link of its cause chain
+    (`cause(client, obj)`) and that link's fix when one is found, else where to look further."""
     for ns in namespaces:
         try:
             items = client.list(client.resource(api_version, kind), ns)
         except NimError:
             return
         for item in items:
-            conds = item.get("status", {}).get("conditions") or []
-            ready = [c for c in conds if c.get("type") == "Ready"]
-            if not ready or ready[0].get("status") != "True":
-                c = ready[0] if ready else {}
-                name = item["metadata"]["name"]
-                # The condition is often a summary ("could not get secret data from provider"); the event says why.
-                event = last_warning(client, item)
-                f.add(check, "fail", "%s %s/%s is not ready: %s%s" % (
-                    kind, ns, name, "%s: %s" % (c.get("reason"), c.get("message")) if c else "no Ready condition yet",
-                    "; last warning event: %s" % event if event else ""),
-                    "look further: " + look % dict(name=name, ns=ns))
+            ok, c = _ready(item)
+            if ok:
+                continue
+            name = item["metadata"]["name"]
+            item.setdefault("metadata", {}).setdefault("namespace", ns)
+            found = cause(client, item) if cause else None
+            if found:
+                f.add(check, "fail", "%s %s/%s is not ready: %s; cause: %s" % (kind, ns, name, _why(c), found[0]),
+                      found[1])
+                continue
+            # The condition is often a summary ("could not get secret data from provider"); the event says why.
+            event = last_warning(client, item)
+            f.add(check, "fail", "%s %s/%s is not ready: %s%s" % (
+                kind, ns, name, _why(c), "; last warning event: %s" % event if event else ""),
+                "look further: " + look % dict(name=name, ns=ns))

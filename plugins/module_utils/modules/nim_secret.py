@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs, validate
-from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, ref
+from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, hash_key, ref
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import HASH_KEY_SECRET
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import secret_content_hash
 
 NAME = "nim_secret"
@@ -28,6 +29,9 @@ def has_value(p):
 def run(p, task):
     validate.check_name(p["name"], "name", "subdomain")
     validate.check_name(p["namespace"], "namespace", "dns1123")
+    if p["name"] == HASH_KEY_SECRET:
+        raise NimError("name: %s is the Secret holding the namespace's key for the collection's content hashes. Fix: "
+                       "use another name." % HASH_KEY_SECRET)
     client = task.client(p)
     conv = Converger(client, task.check_mode, task.diff, p["force_conflicts"])
     if p["state"] == "absent":
@@ -36,23 +40,28 @@ def run(p, task):
         return conv.result()
     keys = specs.secret_keys(p)
     if not has_value(p):
-        return _verify(client, p, keys)
+        return _verify(conv, p, keys)
     validate.secret(p, keys)
     obj = render.render_secret(p)
-    live = client.get_cached(client.resource("v1", "Secret"), p["namespace"], p["name"])
+    found = checks.read(client, ("v1", "Secret"), p["namespace"], [p["name"], HASH_KEY_SECRET])
+    live, key_secret = found[p["name"]], found[HASH_KEY_SECRET]
     if live is not None and live.get("type", "Opaque") != obj["type"]:
         raise NimError("Secret %s/%s exists with type %s, and a Secret's type cannot change to %s. Fix: delete it "
                        "first (state: absent) or use another name." % (p["namespace"], p["name"],
                                                                        live.get("type"), obj["type"]))
+    key = hash_key(conv, p["namespace"], live=key_secret)
     conv.converge([obj], known=[live])
-    return conv.result(content_hash=secret_content_hash(obj),
+    return conv.result(content_hash=secret_content_hash(obj, key),
                        secret=dict(name=p["name"], namespace=p["namespace"], type=obj["type"], keys=sorted(obj["data"])))
 
 
-def _verify(client, p, keys):
-    """No value given: the Secret must exist and carry the expected keys (the seed's 'secret not found')."""
+def _verify(conv, p, keys):
+    """No value given: the Secret must exist and carry the expected keys (the seed's 'secret not found'). Writes
+    nothing: without the namespace's hash key yet, the content_hash is this run's own."""
+    client = conv.client
     live = client.get(client.resource("v1", "Secret"), p["namespace"], p["name"])
     checks.secret(checks.Preflight([]), live, p["namespace"], p["name"], keys, p["kind"], field="name", key_field="key")
-    return dict(changed=False, objects=[dict(ref(live), action="verified")], content_hash=secret_content_hash(live),
+    return dict(changed=False, objects=[dict(ref(live), action="verified")],
+                content_hash=secret_content_hash(live, hash_key(conv, p["namespace"], create=False)),
                 secret=dict(name=p["name"], namespace=p["namespace"], type=live.get("type"),
                             keys=sorted(live.get("data") or {})))

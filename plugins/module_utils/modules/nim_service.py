@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs, wait
-from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, prune_scope
+from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, hash_key, prune_scope
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.redact import SENSITIVE_NAME, secret_content_hash, short_hash
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import HASH_KEY_SECRET
+from ansible_collections.nimguard.k8s.plugins.module_utils.redact import secret_content_hash, secret_looking, short_hash
 
 NAME = "nim_service"
 NIMSERVICE = ("apps.nvidia.com/v1alpha1", "NIMService")
@@ -41,13 +42,19 @@ def run(p, task):
     warnings = []
     # The consumed secrets are an input (their hash rolls the pods); the rest of the preflight runs only
     # when something is about to change, so a rerun with nothing to do reads each object once.
-    consumed = checks.read(client, SECRET, namespace, render.secrets_consumed(p))
-    secrets_hash = _secrets_hash(p, task.check_mode, warnings, consumed)
+    uses = render.secrets_consumed(p)
+    # The namespace's hash key is read with them (concurrently), when a rotation hash is to be made of them.
+    consumed = checks.read(client, SECRET, namespace, sorted(uses) + ([HASH_KEY_SECRET] if uses else []))
+    key_secret = consumed.pop(HASH_KEY_SECRET, None)
+    secrets_hash = _secrets_hash(conv, p, warnings, consumed, uses, key_secret)
     objs = render.render_service(p, secrets_hash, with_rbac and checks.openshift(client, p["rbac"]["openshift"]))
     for item in p["env"]:
-        if item.get("value") is not None and SENSITIVE_NAME.search(item["name"]):
+        if item.get("value") is not None and secret_looking(item["name"], item["value"]):
             warnings.append("env %s holds a literal value that looks secret; use value_from.secret_key_ref so it is "
                             "kept in a Secret (it is redacted from diffs)." % item["name"])
+    rotation = _rotation_warning(p)
+    if rotation:
+        warnings.append(rotation)
     plan = conv.plan(objs, prune)
     if p["preflight"] and plan.pending:
         preflight(client, p, task.check_mode, warnings, consumed)
@@ -60,6 +67,23 @@ def run(p, task):
     return conv.result(**extra)
 
 
+def _rotation_warning(p):
+    """Without restart_on_rotation a rotated Secret reaches a running pod only as a file: say when the process
+    keeps the old key anyway."""
+    delivery = p["secret_delivery"]
+    if p["restart_on_rotation"] or (delivery["mode"] == "vault_agent" and not delivery["vault"]["refresh"]):
+        return None
+    if delivery["mode"] == "env":
+        return ("restart_on_rotation is false with secret_delivery.mode env: a rotated key reaches the pods only when "
+                "they restart. Fix: set restart_on_rotation: true, or use mode file with export_env: false.")
+    if delivery["export_env"]:
+        return ("restart_on_rotation is false but secret_delivery.export_env is true: a rotated key reaches the file "
+                "%s/NGC_API_KEY, but the NIM process keeps the key exported at its start in its environment until it "
+                "restarts. Fix: set secret_delivery.export_env: false for a NIM that reads NGC_API_KEY_FILE, or "
+                "restart_on_rotation: true." % delivery["mount_path"])
+    return None
+
+
 def _serves(client, api_version, kind):
     try:
         client.resource(api_version, kind)
@@ -70,20 +94,28 @@ def _serves(client, api_version, kind):
         raise
 
 
-def _secrets_hash(p, check_mode, warnings, consumed):
-    """The content hash of the Secrets the pods consume; a missing one fails (in check mode, an earlier task
-    may be about to create it)."""
-    hashes = []
+def _secrets_hash(conv, p, warnings, consumed, uses, key_secret):
+    """The keyed content hash of the Secrets the pods consume (None: none, or restart_on_rotation off). In check
+    mode a Secret that an earlier task is about to write counts with the content_hash that task predicted
+    (`secret_hashes`), so the roll the real run will make shows here. A missing Secret fails, naming the option
+    and the keys that reference it (in check mode, an earlier task may be about to create it)."""
+    predicted = p["secret_hashes"] if conv.check_mode else {}
+    rolls = p["restart_on_rotation"]
+    hashes, key = [], None
     for name, live in sorted(consumed.items()):
-        if live is None:
-            if check_mode:
-                warnings.append("Secret %s does not exist yet; in check mode this is expected when an earlier task "
-                                "would create it." % name)
-                continue
-            checks.secret(checks.Preflight(warnings), None, p["namespace"], name, [p["auth_secret_key"]],
-                          field="auth_secret" if name == p["auth_secret"] else "env")
-        hashes.append(secret_content_hash(live))
-    return short_hash(hashes) if hashes else None
+        if name in predicted:
+            hashes.append(predicted[name])
+        elif live is None and conv.check_mode:
+            warnings.append("Secret %s does not exist yet; in check mode this is expected when an earlier task "
+                            "would create it." % name)
+        elif live is None:
+            field, key_field, keys = uses[name]
+            checks.secret(checks.Preflight(warnings), None, p["namespace"], name, keys, field=field,
+                          key_field=key_field)
+        elif rolls:
+            key = key or hash_key(conv, p["namespace"], live=key_secret)
+            hashes.append(secret_content_hash(live, key))
+    return short_hash(hashes) if hashes and rolls else None
 
 
 def preflight(client, p, check_mode, warnings, consumed):
@@ -92,8 +124,9 @@ def preflight(client, p, check_mode, warnings, consumed):
     already reported by _secrets_hash)."""
     report = checks.Preflight(warnings)
     namespace = p["namespace"]
-    if consumed.get(p["auth_secret"]) is not None:
-        checks.secret(report, consumed[p["auth_secret"]], namespace, p["auth_secret"], [p["auth_secret_key"]])
+    for name, (field, key_field, keys) in sorted(render.secrets_consumed(p).items()):
+        if consumed.get(name) is not None:
+            checks.secret(report, consumed[name], namespace, name, keys, field=field, key_field=key_field)
     pulls = p["image"]["pull_secrets"]
     found = dict(consumed, **checks.read(client, SECRET, namespace, [n for n in pulls if n not in consumed]))
     for name in pulls:

@@ -40,7 +40,7 @@ def test_clean_redacts_secret_data_and_secret_env():
         "data": {"k": base64.b64encode(b"secret").decode()}}
     out = redact.clean(secret)
     assert "secret" not in str(out["data"]) and base64.b64encode(b"secret").decode() not in str(out)
-    assert out["data"]["k"].startswith("<redacted sha256:")
+    assert out["data"]["k"].startswith("<redacted hmac-sha256:")
     assert "managedFields" not in out["metadata"] and "annotations" not in out["metadata"]
     dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"env": [
         {"name": "NGC_API_KEY", "value": "nvapi-x"}, {"name": "PORT", "value": "8000"}]}]}}}}
@@ -60,8 +60,45 @@ def test_scrubber_masks_plain_and_base64():
 def test_content_hash_depends_on_bytes_only():
     a = {"type": "Opaque", "data": {"K": base64.b64encode(b"v").decode()}}
     b = {"type": "Opaque", "stringData": {"K": "v"}}
-    assert redact.secret_content_hash(a) == redact.secret_content_hash(b)
-    assert redact.secret_content_hash(a) != redact.secret_content_hash({"type": "Opaque", "data": {"K": "dw=="}})
+    key = b"k" * 32
+    assert redact.secret_content_hash(a, key) == redact.secret_content_hash(b, key)
+    assert redact.secret_content_hash(a, key) != redact.secret_content_hash({"type": "Opaque", "data": {"K": "dw=="}}, key)
+
+
+def test_hashes_of_secret_values_are_keyed():
+    """Issue 19 item 3: a guess list cannot test a published hash without the key (never output)."""
+    import hashlib
+    password = "Summer2024!"
+    secret = {"type": "Opaque", "data": {"password": base64.b64encode(password.encode()).decode()}}
+    shown = redact.clean(dict(secret, kind="Secret", metadata={"name": "s"}))["data"]["password"]
+    content = redact.secret_content_hash(secret, b"namespace-key-" * 3)
+    for guess in ("Winter2023!", "password", password):
+        for text in (guess, base64.b64encode(guess.encode()).decode()):
+            plain = hashlib.sha256(text.encode()).hexdigest()
+            assert plain[:8] not in shown and plain[:12] not in content
+    assert redact.secret_content_hash(secret, b"a" * 32) != redact.secret_content_hash(secret, b"b" * 32)
+    stamped = apply.stamp(dict(secret, apiVersion="v1", kind="Secret", metadata={"name": "s"}))
+    annotation = stamped["metadata"]["annotations"][labels.HASH_ANNOTATION]
+    assert annotation == apply.stamp(dict(secret, apiVersion="v1", kind="Secret", metadata={"name": "s"}, data={
+        "password": "b3RoZXI="}))["metadata"]["annotations"][labels.HASH_ANNOTATION]  # values are not in it
+    assert labels.HASH_ANNOTATION not in str(redact.clean(stamped))
+
+
+def test_env_redaction_by_what_a_value_is():
+    """Issue 18 item 8 and issue 19 item 4: a path the collection sets is shown; secret-looking names and URL
+    credentials are not."""
+    dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"env": [
+        {"name": "NGC_API_KEY_FILE", "value": "/var/run/secrets/nim/NGC_API_KEY"},
+        {"name": "DB_PASS", "value": "hunter22"}, {"name": "MY_PWD", "value": "pw-1"},
+        {"name": "PRIVATE_THING", "value": "p-1"}, {"name": "SENTRY_DSN", "value": "d-1"},
+        {"name": "HTTPS_PROXY", "value": "http://user:s3cret@proxy:3128"},
+        {"name": "NO_PROXY", "value": "localhost"}]}]}}}}
+    env = dict((e["name"], e["value"]) for e in
+               redact.clean(dep)["spec"]["template"]["spec"]["containers"][0]["env"])
+    assert env["NGC_API_KEY_FILE"] == "/var/run/secrets/nim/NGC_API_KEY"
+    for name in ("DB_PASS", "MY_PWD", "PRIVATE_THING", "SENTRY_DSN"):
+        assert env[name].startswith("<redacted hmac-sha256:"), (name, env[name])
+    assert env["HTTPS_PROXY"] == "http://%s@proxy:3128" % redact.MASK and env["NO_PROXY"] == "localhost"
 
 
 def test_rollout_complete():

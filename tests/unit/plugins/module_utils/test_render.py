@@ -215,7 +215,38 @@ def test_secrets_render():
 
 def test_secrets_consumed():
     p = service(env=[{"name": "HF_TOKEN", "value_from": {"secret_key_ref": {"name": "hf", "key": "HF_TOKEN"}}}])
-    assert render.secrets_consumed(p) == ["hf", "ngc-api-secret"]
+    ref_ = ("env[0].value_from.secret_key_ref.name", "env[0].value_from.secret_key_ref.key", ["HF_TOKEN"])
+    assert render.secrets_consumed(p) == {"hf": ref_, "ngc-api-secret": ("auth_secret", "auth_secret_key",
+                                                                         ["NGC_API_KEY"])}
     p2 = copy.deepcopy(p)
     p2["secret_delivery"]["mode"] = "vault_agent"
-    assert render.secrets_consumed(p2) == ["hf"]
+    assert render.secrets_consumed(p2) == {"hf": ref_}
+
+
+def test_hf_token_and_custom_keys_in_every_delivery_mode():
+    """Issue 18 items 1 and 2: the key options select a Secret's key or a Vault field; the NIM reads NGC_API_KEY and
+    HF_TOKEN (NAME_FILE for a file) whatever they are."""
+    c = pod(render.render_service(service(auth_secret_key="MY_KEY", hf_secret="hf", hf_secret_key="TOK",
+                                          secret_delivery={"mode": "env"})))["containers"][0]
+    env = dict((e["name"], e.get("valueFrom")) for e in c["env"])
+    assert env["NGC_API_KEY"] == {"secretKeyRef": {"name": "ngc-api-secret", "key": "MY_KEY"}}
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "TOK"}} and "MY_KEY" not in env
+    spec = pod(render.render_service(service(hf_secret="hf")))
+    volume = [v for v in spec["volumes"] if v["name"] == "nim-secrets"][0]
+    assert volume["projected"]["sources"] == [
+        {"secret": {"name": "ngc-api-secret", "items": [{"key": "NGC_API_KEY", "path": "NGC_API_KEY"}]}},
+        {"secret": {"name": "hf", "items": [{"key": "HF_TOKEN", "path": "HF_TOKEN"}]}}]
+    assert volume["projected"]["defaultMode"] == 0o440
+    p = service(auth_secret=None, secret_delivery={"mode": "vault_agent", "vault": {
+        "address": "https://vault.example.com:8200", "role": "nim", "secret_path": "secret/data/nim/ngc",
+        "hf_secret_path": "secret/data/nim/hf"}})
+    objs = render.render_service(p)
+    hcl = [o for o in objs if o["kind"] == "ConfigMap"][0]["data"]["init.hcl"]
+    assert hcl.count("template {") == 2 and "/var/run/secrets/nim/HF_TOKEN" in hcl and ".Data.data.hf_token" in hcl
+    env = dict((e["name"], e.get("value")) for e in pod(objs)["containers"][0]["env"])
+    assert env["HF_TOKEN_FILE"] == "/var/run/secrets/nim/HF_TOKEN" and env["NGC_API_KEY_FILE"].endswith("/NGC_API_KEY")
+    # With vault_agent the keys come from Vault: a Secret named by hf_secret (the role sets it on every service) is
+    # not read, like auth_secret.
+    assert pod(render.render_service(service(hf_secret="hf", secret_delivery=p["secret_delivery"]))) == pod(objs)
+    with pytest.raises(NimError, match="^auth_secret_key: the NIM Operator"):
+        service(backend="operator", auth_secret_key="MY_KEY", secret_delivery={"mode": "env"})
