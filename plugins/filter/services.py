@@ -13,6 +13,17 @@ from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimErro
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import service_options
 
 
+def _plain(value):
+    """The value as plain dicts, lists and scalars. From ansible-core 2.19 on a filter gets lazy containers that carry
+    the templar; the argument spec validator deep-copies its input, and on 2.21 copying the templar's plugin loaders
+    prints a deprecation warning in every run (tests/matrix/test_slice.py checks there is none)."""
+    if isinstance(value, dict):
+        return dict((k, _plain(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def nim_services(services, source="nim_rollout_services"):
     """The services unchanged, once each passes nim_service's argument spec and rules; raises AnsibleFilterError
     naming the service, the field and the fix (values are not quoted: a service may carry an env value)."""
@@ -24,7 +35,7 @@ def nim_services(services, source="nim_rollout_services"):
             raise AnsibleFilterError("%s[%d]: expected a mapping, got %s. Fix: each service is a mapping such as "
                                      "{name: llama, image: {repository: ...}}." % (source, i, type(service).__name__))
         try:
-            service_options({"service": service})
+            service_options({"service": _plain(service)})
         except NimError as e:
             raise AnsibleFilterError("%s[%d] (%s): %s" % (source, i, service.get("name"), e.msg))
     return services
