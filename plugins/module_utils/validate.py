@@ -97,7 +97,7 @@ def _dangerous_rule(where, groups, resources, verbs):
                      and any(_matches(r, x) for x in resources)]
             if not found:
                 continue
-            what = "%s on %s" % ("/".join(hit), ", ".join(r for _, r in found))
+            what = "%s on %s" % ("/".join(hit), ", ".join(target[1] for target in found))
         else:
             what = "/".join(hit)
         raise NimError("%s: the rule grants %s, which %s. Fix: remove it from the rule, or set "
@@ -212,9 +212,9 @@ def proxy_endpoint(proxy):
         if not url:
             continue
         rest = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]  # no scheme, path or user:password
-        host, _, port = rest.rpartition(":") if not rest.endswith("]") else (rest, "", "")
-        if not host:
-            host, port = rest, ""
+        host, port = rest, ""
+        if ":" in rest and not rest.endswith("]"):
+            host, port = rest.rsplit(":", 1)
         if port and not port.isdigit():
             raise NimError("outbound_proxy.%s: the port is not a number. Fix: use http://HOST:PORT." % key)
         return host.strip("[]"), int(port or (443 if url.startswith("https://") else 80))

@@ -414,8 +414,8 @@ options:
         type: bool
         default: true
       dns_namespace_selector:
-        description: Labels of the namespace of the cluster's DNS pods (OpenShift - V({kubernetes.io/metadata.name:
-          openshift-dns})).
+        description: Labels of the namespace of the cluster's DNS pods (on OpenShift the namespace is
+          C(openshift-dns)).
         type: dict
         default: {kubernetes.io/metadata.name: kube-system}
       dns_pod_selector:

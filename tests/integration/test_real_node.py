@@ -266,8 +266,7 @@ def test_rotation_one_rolling_restart_zero_unavailable(cluster, node, namespace)
 
 
 def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restricted_ns):
-    """The service port answers the allowed namespace's client and refuses any other; the NIM pod's
-    egress reaches ports 53 (TCP here: DNS) and 443 only."""
+    """The service port answers the allowed namespace's client and refuses any other."""
     allowed, other = restricted_ns("allowed"), restricted_ns("other")
     deploy(cluster, namespace, new_key(), dict(allow_from=allowed))
     (pod,) = running_on_node(cluster, namespace, "nim", node)
@@ -282,34 +281,121 @@ def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restri
     code, out = run_client(cluster, other, "probe", "%s:8000" % pod_ip, "--timeout", "3s")
     assert code == 1, out
 
-    # Egress: a target listening on 53, 443 and 8443 (root, to bind low ports, in a namespace of its own).
-    target_ns = "target-" + uuid.uuid4().hex[:8]
-    cluster.kubectl("create", "namespace", target_ns)
-    try:
-        target = pod_manifest("target", ["serve", "--listen", ":443"], user=0, extra_spec={"restartPolicy": "Always"})
-        container = target["spec"]["containers"][0]
-        container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
-        for port in (53, 8443):
-            target["spec"]["containers"].append(dict(container, name="c%d" % port,
-                                                     args=["serve", "--listen", ":%d" % port]))
-        create(cluster, target_ns, target)
 
-        def started():
-            status = cluster.get_json("pod", "target", "-n", target_ns).get("status", {})
-            flags = [c.get("started") for c in status.get("containerStatuses", [])]
-            return status.get("podIP") if len(flags) == 3 and all(flags) else None
-        target_ip = wait_until("the target pod to start", started)
-        # Control: without a policy in the way, both ports answer.
-        for port in (53, 443, 8443):
-            code, out = run_client(cluster, target_ns, "probe", "%s:%d" % (target_ip, port), "--timeout", "3s")
-            assert code == 0, (port, out)
-        probe = "/v1/debug/probe?addr=%s:%%d&timeout=3s" % target_ip
-        for port in (53, 443):
-            assert proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % port)["connected"] is True, port
-        refused = proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % 8443)
-        assert refused["connected"] is False, refused
+def _listener_pod(cluster, ns, name, ports, labels=None):
+    """A root pod (to bind low ports) answering TCP on each of `ports`; its IP once every port listens."""
+    pod_ = pod_manifest(name, ["serve", "--listen", ":%d" % ports[0]], user=0, labels=labels,
+                        extra_spec={"restartPolicy": "Always"})
+    container = pod_["spec"]["containers"][0]
+    container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+    for port in ports[1:]:
+        pod_["spec"]["containers"].append(dict(container, name="c%d" % port, args=["serve", "--listen", ":%d" % port]))
+    create(cluster, ns, pod_)
+
+    def started():
+        status = cluster.get_json("pod", name, "-n", ns).get("status", {})
+        flags = [c.get("started") for c in status.get("containerStatuses", [])]
+        return status.get("podIP") if len(flags) == len(ports) and all(flags) else None
+    return wait_until("pod %s/%s to listen" % (ns, name), started)
+
+
+def _host_listeners(addresses, port):
+    """TCP listeners on this host (the node's host) at `addresses`; returns the sockets to close."""
+    import socket
+    socks = []
+    for addr in addresses:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen(16)
+        socks.append(sock)
+
+        def accept(s=sock):
+            while True:
+                try:
+                    conn, _ = s.accept()
+                except OSError:
+                    return
+                conn.close()
+        threading.Thread(target=accept, daemon=True).start()
+    return socks
+
+
+def _outside_address(node_ip):
+    """An IPv4 address of this host outside the node's pod subnet: where "the internet" is on a machine
+    without one (traffic from a pod to it leaves the pod network through the node, as to any address)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                         check=True).stdout
+    prefix = node_ip.rsplit(".", 1)[0] + "."
+    found = [m.split("/")[0] for m in re.findall(r"inet (\S+)", out) if not m.startswith(prefix)]
+    assert found, "no address of this host outside the pod subnet:\n" + out
+    return found[0]
+
+
+LINK_LOCAL_TEST_IP = "169.254.123.1"  # stands for the metadata endpoint, added to the node's bridge for the test
+
+
+def test_network_policy_egress_dns_https_and_proxy_enforced(cluster, node, namespace):
+    """Issue 19 item 9, enforced by kube-router: the NIM pod reaches DNS only on the cluster's DNS pods (a
+    stand-in labelled as CoreDNS is: the local cluster runs none), HTTPS on an address outside the cluster
+    but not on a link-local one (a stand-in metadata endpoint) nor, once network_policy.cluster_cidrs names
+    the pod range, on a pod; with a proxy set, only the proxy. Each "no" has its control: the same address
+    answers a pod that no policy covers."""
+    node_ip = cluster.env["NIMGUARD_REAL_NODE_IP"]
+    pod_subnet = node_ip.rsplit(".", 1)[0] + ".0/24"
+    suffix = uuid.uuid4().hex[:8]
+    target_ns, dns_ns = "target-" + suffix, "dns-" + suffix
+    bridge = subprocess.run(["ip", "-o", "-4", "addr", "show", "to", node_ip], capture_output=True, text=True,
+                            check=True).stdout.split()[1]
+    outside = _outside_address(node_ip)
+    subprocess.run(["ip", "addr", "add", LINK_LOCAL_TEST_IP + "/32", "dev", bridge], check=True)
+    socks = []
+    try:
+        socks = _host_listeners([LINK_LOCAL_TEST_IP, outside], 443)
+        for ns in (target_ns, dns_ns):
+            cluster.kubectl("create", "namespace", ns)
+        target_ip = _listener_pod(cluster, target_ns, "target", [53, 443, 8443])
+        dns_ip = _listener_pod(cluster, dns_ns, "coredns", [53], labels={"k8s-app": "kube-dns"})
+        addrs = dict(dns="%s:53" % dns_ip, pod53="%s:53" % target_ip, pod443="%s:443" % target_ip,
+                     pod8443="%s:8443" % target_ip, metadata="%s:443" % LINK_LOCAL_TEST_IP, outside="%s:443" % outside)
+        # Controls: from a pod no policy covers, every address answers.
+        for what, addr in sorted(addrs.items()):
+            code, out = run_client(cluster, target_ns, "probe", addr, "--timeout", "3s")
+            assert code == 0, (what, out)
+
+        policy = {"ingress_namespace_selector": {"kubernetes.io/metadata.name": namespace},
+                  "dns_namespace_selector": {"kubernetes.io/metadata.name": dns_ns}}
+
+        def reach(pod_, what):
+            probe = "/v1/debug/probe?addr=%s&timeout=3s" % addrs[what]
+            return proxy_get(cluster, namespace, pod_["metadata"]["name"], 8000, probe)["connected"]
+
+        def expect(pod_, sync, wanted):
+            # kube-router applies a new or changed policy within seconds: wait for `sync`, an answer only the
+            # new policy gives, then read every answer.
+            wait_until("policy applied (%s: %s)" % (sync, wanted[sync]), lambda: reach(pod_, sync) is wanted[sync],
+                       timeout=60)
+            got = dict((what, reach(pod_, what)) for what in wanted)
+            assert got == wanted
+
+        key = new_key()  # the same key each time: a new one would roll the pods
+        deploy(cluster, namespace, key, dict(network_policy=policy))
+        (pod,) = running_on_node(cluster, namespace, "nim", node)
+        expect(pod, "pod8443", dict(pod8443=False, dns=True, pod53=False, metadata=False, outside=True, pod443=True))
+
+        deploy(cluster, namespace, key, dict(network_policy=dict(policy, cluster_cidrs=[pod_subnet])))
+        expect(pod, "pod443", dict(pod443=False, outside=True, dns=True, metadata=False))
+
+        deploy(cluster, namespace, key, dict(network_policy=policy,
+                                             proxy={"https_proxy": "http://%s:8443" % target_ip}))
+        (pod,) = running_on_node(cluster, namespace, "nim", node)
+        expect(pod, "pod443", dict(pod443=False, pod8443=True, outside=False, metadata=False, dns=True))
     finally:
-        cluster.kubectl("delete", "namespace", target_ns, "--wait=false", check=False)
+        for sock in socks:
+            sock.close()
+        subprocess.run(["ip", "addr", "del", LINK_LOCAL_TEST_IP + "/32", "dev", bridge], check=False)
+        for ns in (target_ns, dns_ns):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def test_site_run_answers_through_the_service(cluster, node):
