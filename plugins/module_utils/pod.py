@@ -11,6 +11,7 @@ import json
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import SECRETS_HASH, labels_for, metadata
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import HF_KEY, NGC_KEY
+from ansible_collections.nimguard.k8s.plugins.module_utils.validate import main_image
 
 API_PORT_NAME = "api"
 
@@ -148,7 +149,7 @@ def render_pod_spec(p, secrets_hash=None):
     name = p["name"]
     port = p["expose"]["service"]["port"]
     image = p["image"]
-    image_ref = "%s:%s" % (image["repository"], image["tag"])
+    image_ref = main_image(image)
     delivery = p["secret_delivery"]
     mode, mount = delivery["mode"], delivery["mount_path"]
     read_only_root = p["read_only_root_filesystem"]

@@ -24,7 +24,6 @@ HF_KEY = "HF_TOKEN"
 SECRET_KEY_DEFAULT = {"ngc": NGC_KEY, "huggingface": HF_KEY}
 DEFAULT_NIM_COMMAND = ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/nim/start_server.sh"]
 VAULT_AGENT_IMAGE = "hashicorp/vault:1.21.4"
-IMAGE_TAG = "latest"
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # Trivy's, lowest first
 
 _NAMESPACE = dict(namespace=dict(type="str", required=True))
@@ -101,7 +100,8 @@ SERVICE = dict(
     hf_secret_key=dict(type="str", default=HF_KEY, no_log=False),
     image=dict(type="dict", options=dict(
         repository=dict(type="str", required=True),
-        tag=dict(type="str", default=IMAGE_TAG),
+        tag=dict(type="str"),
+        digest=dict(type="str"),
         pull_policy=dict(type="str", default="IfNotPresent", choices=["Always", "IfNotPresent", "Never"]),
         pull_secrets=dict(type="list", elements="str", default=[], no_log=False),
     )),
@@ -265,6 +265,7 @@ IMAGE_SCAN = dict(
     reports=dict(type="dict", default={}),
     trivy=dict(type="str", default="trivy"),
     trivy_args=dict(type="list", elements="str", default=[]),
+    resolve_digests=dict(type="bool", default=True),
     scanners=dict(type="list", elements="str", default=["vuln", "secret"], choices=["vuln", "secret", "misconfig"]),
     severity=dict(type="str", default="CRITICAL", choices=list(SEVERITIES)),
     allow_list=dict(type="list", elements="dict", default=[], options=dict(
@@ -406,7 +407,7 @@ def complete_service(p):
         validate.service(p)
         image = p["image"]
         if not p["outbound_proxy"]["ca_init_image"]:
-            p["outbound_proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
+            p["outbound_proxy"]["ca_init_image"] = validate.main_image(image)
         pvc = p["storage"]["pvc"]
         if pvc and not pvc["name"] and p["backend"] == "native":  # the NIM Operator names its own claim
             pvc["name"] = "%s-model-store" % p["name"]

@@ -25,6 +25,7 @@ ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 RBAC_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "use", "bind",
               "escalate", "impersonate", "approve", "sign", "proxy"}
 ENV_REFS = ("secret_key_ref", "config_map_key_ref", "field_ref")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # What the Vault agent's HCL and Go template may be given: no quote, backslash, brace, '$', '%' or whitespace,
 # so a value can never close its string and open a block of its own (quoting alone is not enough: HCL reads
 # ${...} inside a string).
@@ -172,6 +173,10 @@ def service(p):
     image = p["image"]
     if not image["repository"]:
         raise NimError("image.repository: missing. Fix: set it, e.g. nvcr.io/nim/meta/llama-3.1-8b-instruct.")
+    main_image(image)
+    if p["backend"] == "operator" and not image["tag"]:
+        raise NimError("image.tag: the NIM Operator's NIMService names its image by tag. Fix: set image.tag (with "
+                       "backend: operator the pods run the tag, not image.digest).")
     for i, ps in enumerate(image["pull_secrets"]):
         check_name(ps, "image.pull_secrets[%d]" % i, "subdomain")
     _storage(p["storage"])
@@ -244,6 +249,20 @@ def _vault(vault, mount_path):
     if not VAULT_VALUE.match(mount_path.lstrip("/")) or not mount_path.startswith("/") or ".." in mount_path:
         raise NimError("secret_delivery.mount_path: %r is not a plain absolute path. Fix: use letters, digits and "
                        "- _ . / (the default is /var/run/secrets/nim)." % mount_path)
+
+
+def main_image(image, where="image"):
+    """The NIM container's image of a service's `image` options: repository@digest when the digest is pinned,
+    else repository:tag. No tag is assumed: 'latest' is whatever was pushed last."""
+    if image.get("digest"):
+        if not DIGEST.match(str(image["digest"])):
+            raise NimError("%s.digest: %r is not a sha256 digest. Fix: use sha256:<64 hex digits>, as nim_image_scan "
+                           "returns it (digests) or `crane digest IMAGE:TAG` prints it." % (where, image["digest"]))
+        return "%s@%s" % (image["repository"], image["digest"])
+    if not image.get("tag"):
+        raise NimError("%s.tag: missing. Fix: name the release to run, e.g. tag: \"1.3.3\" (no 'latest' is assumed), "
+                       "or pin image.digest." % where)
+    return "%s:%s" % (image["repository"], image["tag"])
 
 
 def _storage(storage):

@@ -73,9 +73,17 @@ options:
         type: str
         required: true
       tag:
-        description: Image tag. Pin a version; V(latest) is only the default.
+        description:
+          - Image tag, the release to run, for example V("1.3.3"). Required unless O(image.digest) is set; no tag
+            is assumed (V(latest) is whatever was pushed last).
         type: str
-        default: latest
+      digest:
+        description:
+          - The manifest digest to run (C(sha256:...)); the pods then run C(repository@digest), which a moved tag
+            cannot change. M(nimguard.k8s.nim_image_scan) returns the digest it scanned for each service
+            (RV(nimguard.k8s.nim_image_scan#module:service_digests)), and the C(nimguard.k8s.nim_rollout) role
+            passes it here. Without it the pods run the tag (with O(backend=operator) always).
+        type: str
       pull_policy:
         description: Image pull policy.
         type: str

@@ -313,7 +313,7 @@ def _host_listeners(addresses, port):
         def accept(s=sock):
             while True:
                 try:
-                    conn, _ = s.accept()
+                    conn = s.accept()[0]
                 except OSError:
                     return
                 conn.close()
@@ -396,6 +396,117 @@ def test_network_policy_egress_dns_https_and_proxy_enforced(cluster, node, names
         subprocess.run(["ip", "addr", "del", LINK_LOCAL_TEST_IP + "/32", "dev", bridge], check=False)
         for ns in (target_ns, dns_ns):
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+class Registry(object):
+    """The distribution project's registry (scripts/localcluster/build.sh build_tools registry) on a free
+    loopback port, its storage and log in `folder`; images pushed over its HTTP API (the OCI distribution spec)."""
+
+    def __init__(self, binary, folder):
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.host = "127.0.0.1:%d" % self.port
+        config = folder / "config.yml"
+        config.write_text(json.dumps({"version": 0.1, "log": {"level": "info", "accesslog": {"disabled": False}},
+                                      "storage": {"filesystem": {"rootdirectory": str(folder / "data")}},
+                                      "http": {"addr": self.host}}))
+        self.log = folder / "registry.log"
+        self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=open(self.log, "w"),
+                                     stderr=subprocess.STDOUT)
+        wait_until("the registry to listen", lambda: self._get("/v2/") == 200, timeout=60)
+
+    def _get(self, path):
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen("http://%s%s" % (self.host, path), timeout=5) as resp:
+                return resp.status
+        except (urllib.error.URLError, OSError) as e:
+            return getattr(e, "code", None)
+
+    def _send(self, method, url, body=b"", headers=None):
+        import urllib.request
+        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.headers
+
+    def push(self, layout_tar, repo, tag, label):
+        """Push the OCI layout archive's image as repo:tag with one label added to its config, so that each push
+        is an image of its own (a digest containerd has never seen); returns its manifest digest."""
+        import hashlib
+        import tarfile
+        import urllib.parse
+        with tarfile.open(layout_tar) as tar:
+            def blob(digest):
+                return tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1]).read()
+            index = json.loads(tar.extractfile("index.json").read())
+            manifest = json.loads(blob(index["manifests"][0]["digest"]))
+            config = json.loads(blob(manifest["config"]["digest"]))
+            config.setdefault("config", {}).setdefault("Labels", {})["io.nimguard.test"] = label
+            blobs = [blob(layer["digest"]) for layer in manifest["layers"]]
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        manifest["config"] = dict(manifest["config"], digest="sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+                                  size=len(config_bytes))
+        base = "http://%s/v2/%s" % (self.host, repo)
+        for data in blobs + [config_bytes]:
+            location = self._send("POST", base + "/blobs/uploads/")["Location"]
+            location = urllib.parse.urljoin(base, location)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            self._send("PUT", location + ("&" if "?" in location else "?") + "digest=" + digest, data,
+                       {"Content-Type": "application/octet-stream"})
+        body = json.dumps(manifest, sort_keys=True).encode()
+        self._send("PUT", "%s/manifests/%s" % (base, tag), body, {"Content-Type": manifest["mediaType"]})
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def test_images_run_by_the_digest_scanned_from_a_loopback_registry(cluster, node, namespace, tmp_path):
+    """Issue 19 item 11, end to end: the fake NIM image pushed to a local OCI registry; nim_image_scan resolves
+    the tag to its digest before the scan and Trivy reads that digest (from the registry: --image-src remote);
+    the tag is then moved to another image; nim_service runs the digest the scan returned, and the real node's
+    containerd pulls it by digest from the registry (plain HTTP on loopback, no configuration)."""
+    from test_static_checks import tool_path
+    registry_bin = tool_path("REGISTRY_BIN", "/registry", "registry")
+    trivy_bin = tool_path("TRIVY_BIN", "/trivy", "trivy")
+    paths = subprocess.run(["bash", os.path.join(ROOT, "scripts", "localcluster", "images.sh"), "build"],
+                           capture_output=True, text=True, check=True, timeout=900).stdout
+    layout = dict(line.split("=", 1) for line in paths.splitlines() if "=" in line)["IMAGES_DIR"] + "/fakenim.tar"
+    registry = Registry(registry_bin, tmp_path)
+    try:
+        repo = "%s/nim/fakenim" % registry.host
+        scanned = registry.push(layout, "nim/fakenim", "1", "scanned-" + uuid.uuid4().hex)
+        cache = tmp_path / "trivy-cache"
+        offline = ["--skip-db-update", "--skip-java-db-update", "--skip-check-update", "--skip-version-check",
+                   "--disable-telemetry", "--offline-scan", "--image-src", "remote", "--cache-dir", str(cache)]
+        svc = {"name": "nim", "image": {"repository": repo, "tag": "1"}}
+        play = run_play(cluster, [{"nimguard.k8s.nim_image_scan": {
+            "services": [svc], "trivy": trivy_bin, "trivy_args": offline, "scanners": ["secret"]}}])
+        result = play[0]
+        assert not result.get("failed"), play
+        (image,) = result["images"]
+        assert image["digest"] == scanned and image["scanned"] == "%s@%s" % (repo, scanned), image
+        assert result["service_digests"] == {"nim": scanned}, result
+
+        moved = registry.push(layout, "nim/fakenim", "1", "moved-" + uuid.uuid4().hex)  # the tag moves on
+        assert moved != scanned
+
+        deploy(cluster, namespace, new_key(), dict(image={"repository": repo, "tag": "1", "digest": scanned,
+                                                          "pull_policy": "Always"}))
+        (pod,) = running_on_node(cluster, namespace, "nim", node)
+        assert pod["spec"]["containers"][0]["image"] == "%s@%s" % (repo, scanned)
+        assert pod["status"]["containerStatuses"][0]["imageID"].endswith("@" + scanned), pod["status"]
+        # The registry's log: Trivy and the node's containerd asked for the scanned digest, never for the tag.
+        log = [line for line in registry.log.read_text().splitlines() if "http.request.useragent=" in line]
+        for agent in ("trivy/", "containerd/"):
+            mine = [line for line in log if "/v2/nim/fakenim/manifests/" in line and agent in line]
+            assert mine and all("/manifests/" + scanned in line for line in mine), (agent, mine or log[-20:])
+    finally:
+        registry.stop()
 
 
 def test_site_run_answers_through_the_service(cluster, node):

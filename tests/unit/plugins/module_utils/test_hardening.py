@@ -1,12 +1,12 @@
-"""Issue 19, items 6, 8, 9, 10 and 12: node access, RBAC rules, egress, values pasted into configuration, and what
-counts as TLS and authentication in front of an Ingress. Pure logic: options in, objects or errors out (the
-enforcement on a real node is tests/integration/test_real_node.py's)."""
+"""Issue 19, items 6, 8, 9, 10, 11 and 12: node access, RBAC rules, egress, values pasted into configuration,
+images by digest, and what counts as TLS and authentication in front of an Ingress. Pure logic: options in,
+objects or errors out (the enforcement on a real node is tests/integration/test_real_node.py's)."""
 
 import json
 
 import pytest
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import render, validate
+from ansible_collections.nimguard.k8s.plugins.module_utils import render, scan, validate
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_doctor
 
@@ -238,3 +238,86 @@ def test_doctor_warns_about_an_ingress_without_authentication():
                                          {"nimguard.io/auth-in-front": "istio RequestAuthentication"}])
 def test_doctor_accepts_authentication_in_front(annotations):
     assert doctor(annotations) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 11: images by digest
+
+DIGEST_A, DIGEST_B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def test_no_tag_is_assumed():
+    refused("image.tag", "latest", image={"repository": "nvcr.io/nim/x"})
+    with pytest.raises(NimError, match="tag"):
+        scan.service_images({"name": "a", "image": {"repository": "nvcr.io/nim/x"}})
+
+
+def test_pods_run_the_pinned_digest():
+    p = service(image={"repository": "nvcr.io/nim/x", "tag": "1.3.3", "digest": DIGEST_A},
+                proxy={"cert_config_map": "ca"})
+    spec = by_kind(render.render_service(p))["Deployment"]["spec"]["template"]["spec"]
+    assert spec["containers"][0]["image"] == "nvcr.io/nim/x@" + DIGEST_A
+    assert spec["initContainers"][0]["image"] == "nvcr.io/nim/x@" + DIGEST_A  # the CA init container too
+    refused("image.digest", "sha256", image={"repository": "nvcr.io/nim/x", "tag": "1", "digest": "sha256:abc"})
+
+
+def test_references_split_and_pin():
+    assert scan.split("nvcr.io/nim/x:1.3.3") == ("nvcr.io", "nim/x", "1.3.3", None)
+    assert scan.split("127.0.0.1:5000/nim/x@" + DIGEST_A) == ("127.0.0.1:5000", "nim/x", None, DIGEST_A)
+    assert scan.split("busybox:1") == ("docker.io", "library/busybox", "1", None)
+    assert scan.pinned("localhost:5000/x:1", DIGEST_A) == "localhost:5000/x@" + DIGEST_A
+
+
+def gate_params(**kw):
+    p = dict(images=[], services=[{"name": "llama", "image": {"repository": "nvcr.io/nim/x", "tag": "1"}}],
+             reports={}, trivy="trivy", trivy_args=[], scanners=["secret"], severity="CRITICAL", allow_list=[],
+             resolve_digests=True)
+    p.update(kw)
+    return p
+
+
+def trivy_report(name, digest=None):
+    meta = {"RepoDigests": ["nvcr.io/nim/x@" + digest]} if digest else {}
+    return json.dumps({"SchemaVersion": 2, "ArtifactName": name, "ArtifactType": "container_image",
+                       "Metadata": meta, "Results": []})
+
+
+def test_the_tag_is_resolved_before_the_scan_and_the_digest_scanned():
+    seen = []
+
+    def run(argv):
+        seen.append(argv[-1])
+        files[argv[argv.index("--output") + 1]] = trivy_report(argv[-1])
+        return 0, "", ""
+    files = {}
+    out = scan.scan_images(gate_params(), run, files.__getitem__, lambda n: "/bin/trivy", "/t",
+                           resolve={"nvcr.io/nim/x:1": DIGEST_A}.__getitem__)
+    assert seen == ["nvcr.io/nim/x@" + DIGEST_A]
+    assert out["service_digests"] == {"llama": DIGEST_A} and out["images"][0]["digest"] == DIGEST_A
+
+
+def test_a_report_pins_the_digest_it_scanned_and_a_moved_tag_is_refused():
+    files = {"/r.json": trivy_report("nvcr.io/nim/x:1", DIGEST_A)}
+    out = scan.scan_images(gate_params(reports={"nvcr.io/nim/x:1": "/r.json"}), None, files.__getitem__,
+                           lambda n: None, "/t", resolve=None)
+    assert out["service_digests"] == {"llama": DIGEST_A}
+    # the service pinned to another digest: the report (of DIGEST_A) does not cover it
+    pinned_b = [{"name": "llama", "image": {"repository": "nvcr.io/nim/x", "digest": DIGEST_B}}]
+    with pytest.raises(NimError, match="is a report for image"):
+        scan.scan_images(gate_params(services=pinned_b, reports={"nvcr.io/nim/x@" + DIGEST_B: "/r.json"}), None,
+                         files.__getitem__, lambda n: None, "/t")
+    files["/old.json"] = trivy_report("nvcr.io/nim/x:1")  # a report without RepoDigests: said, not pinned
+    out = scan.scan_images(gate_params(reports={"nvcr.io/nim/x:1": "/old.json"}), None, files.__getitem__,
+                           lambda n: None, "/t")
+    assert out["service_digests"] == {} and "names no digest" in " ".join(out["warnings"])
+
+
+def test_resolve_digests_false_scans_the_tag():
+    seen, files = [], {}
+
+    def run(argv):
+        seen.append(argv[-1])
+        files[argv[argv.index("--output") + 1]] = trivy_report(argv[-1])
+        return 0, "", ""
+    scan.scan_images(gate_params(resolve_digests=False), run, files.__getitem__, lambda n: "/bin/trivy", "/t")
+    assert seen == ["nvcr.io/nim/x:1"]

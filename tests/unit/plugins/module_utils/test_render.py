@@ -164,7 +164,7 @@ def test_operator_backend_renders_nimservice():
     (dict(backend="operator", secret_delivery={"mode": "file"}), "secret_delivery.mode"),
     (dict(secret_delivery={"mode": "vault_agent", "vault": {"address": "https://v"}}), "secret_delivery.vault"),
     (dict(env=[{"name": "1BAD", "value": "x"}]), "env[0].name"),
-    (dict(image={"repository": "nim", "pull_secrets": ["Bad_Name"]}), "image.pull_secrets[0]"),
+    (dict(image={"repository": "nim", "tag": "1", "pull_secrets": ["Bad_Name"]}), "image.pull_secrets[0]"),
     (dict(rbac={"extra_rules": [{"resources": ["*"], "verbs": ["get"]}]}), "rbac.extra_rules[0]"),
 ])
 def test_bad_input_names_the_field(overrides, field):
