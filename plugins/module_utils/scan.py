@@ -298,8 +298,13 @@ def scan_images(p, run, read, find_binary, tmpdir, today=None, resolve=None):
                     "/path/to/trivy-report.json} made by your CI with `trivy image --format json --output "
                     "report.json %s`; or turn the gate off explicitly and say why (nim_rollout_image_scan: "
                     "{enabled: false, disabled_reason: ...})." % (image, p["trivy"], image, image))
-            if not digest and p["resolve_digests"]:
+            from_archive = any(a == "--input" or a.startswith("--input=") for a in p["trivy_args"] or [])
+            if not digest and p["resolve_digests"] and not from_archive:
                 digest = resolve(image)
+            elif not digest and from_archive:
+                warnings.append("image %s: scanned from an archive (trivy --input), not from its registry, so it is "
+                                "not pinned to a digest and is deployed by tag. Fix: pin image.digest to the "
+                                "archive's manifest digest." % image)
             scanned = pinned(image, digest) if digest else image
             path = os.path.join(tmpdir, "trivy-%d.json" % len(per_image))
             argv = trivy_command(trivy, scanned, path, p["scanners"], p["trivy_args"])

@@ -321,3 +321,14 @@ def test_resolve_digests_false_scans_the_tag():
         return 0, "", ""
     scan.scan_images(gate_params(resolve_digests=False), run, files.__getitem__, lambda n: "/bin/trivy", "/t")
     assert seen == ["nvcr.io/nim/x:1"]
+
+
+def test_an_archive_scan_is_not_resolved_and_said_so():
+    files = {}
+
+    def run(argv):
+        files[argv[argv.index("--output") + 1]] = trivy_report(argv[-1])
+        return 0, "", ""
+    out = scan.scan_images(gate_params(trivy_args=["--input", "/images/x"]), run, files.__getitem__,
+                           lambda n: "/bin/trivy", "/t", resolve=None)
+    assert out["digests"] == {} and "trivy --input" in " ".join(out["warnings"])
