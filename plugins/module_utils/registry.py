@@ -11,14 +11,13 @@ Docker do; every other one over verified HTTPS. Nothing a registry sends back is
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import ssl
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.scan import split
@@ -49,8 +48,7 @@ def _credentials(host):
 
 
 def _open(url, headers, method="GET", timeout=30):
-    req = urllib.request.Request(url, headers=headers, method=method)
-    return urllib.request.urlopen(req, timeout=timeout, context=ssl.create_default_context())
+    return open_url(url, headers=headers, method=method, timeout=timeout, validate_certs=True, follow_redirects="safe")
 
 
 def _token(challenge, host, repo, timeout):
