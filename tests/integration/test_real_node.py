@@ -387,7 +387,7 @@ def test_network_policy_egress_dns_https_and_proxy_enforced(cluster, node, names
         expect(pod, "pod443", dict(pod443=False, outside=True, dns=True, metadata=False))
 
         deploy(cluster, namespace, key, dict(network_policy=policy,
-                                             proxy={"https_proxy": "http://%s:8443" % target_ip}))
+                                             outbound_proxy={"https_proxy": "http://%s:8443" % target_ip}))
         (pod,) = running_on_node(cluster, namespace, "nim", node)
         expect(pod, "pod443", dict(pod443=False, pod8443=True, outside=False, metadata=False, dns=True))
     finally:
