@@ -28,7 +28,7 @@ AREAS = [("Connecting to the cluster", ("errors.py", "kubeconfig.py", "transport
          ("Secrets, services and objects: checks against the cluster",
           ("checks.py", "modules/nim_secret.py", "modules/nim_service.py", "modules/nim_apply.py")),
          ("Doctor findings", ("modules/nim_doctor.py",)),
-         ("Image scan gate", ("scan.py",))]
+         ("Image scan gate", ("scan.py", "registry.py"))]
 PLACEHOLDER = r"%(?:\(\w+\))?[-#0+]*\d*(?:\.\d+)?[sdrifx]"
 
 

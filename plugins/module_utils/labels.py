@@ -31,8 +31,18 @@ HASH_KEY_SECRET = "nimguard-hash-key"
 HASH_KEY_FIELD = "hmac-key"
 # kubectl's copy of the last applied object: may hold a whole Secret in clear (redact.clean drops it).
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-# An Ingress annotation starting with this asks cert-manager's ingress-shim for the TLS Secret.
-CERT_MANAGER_PREFIX = "cert-manager.io/"
+# The Ingress annotations on which cert-manager's ingress-shim issues the TLS Secret: an issuer named, or
+# kubernetes.io/tls-acme: "true" with the controller's default issuer. Other cert-manager.io/* annotations
+# (issuer-kind, duration, common-name...) only qualify a request and issue nothing alone.
+CERT_MANAGER_ISSUERS = ("cert-manager.io/cluster-issuer", "cert-manager.io/issuer")
+TLS_ACME = "kubernetes.io/tls-acme"
+# Ingress annotations that put authentication in front of the backend, by ingress controller, and
+# nimguard.io/auth-in-front: <what authenticates> for anything else (an OAuth proxy, a gateway, a mesh policy).
+AUTH_IN_FRONT = ("nimguard.io/auth-in-front", "nginx.ingress.kubernetes.io/auth-url",
+                 "nginx.ingress.kubernetes.io/auth-type", "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+                 "alb.ingress.kubernetes.io/auth-type", "haproxy.org/auth-type", "haproxy.org/oauth",
+                 "traefik.ingress.kubernetes.io/router.middlewares", "konghq.com/plugins",
+                 "ingress.kubernetes.io/auth-type", "ingress.kubernetes.io/auth-url")
 # Annotations saying TLS is terminated in front of a NodePort/LoadBalancer Service: the cloud load balancers'
 # own, or nimguard.io/tls-in-front: <what terminates it> for anything else (a gateway, a service mesh).
 TLS_IN_FRONT = ("nimguard.io/tls-in-front", "service.beta.kubernetes.io/aws-load-balancer-ssl-cert",

@@ -11,6 +11,7 @@ import json
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import SECRETS_HASH, labels_for, metadata
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import HF_KEY, NGC_KEY
+from ansible_collections.nimguard.k8s.plugins.module_utils.validate import main_image
 
 API_PORT_NAME = "api"
 
@@ -110,7 +111,13 @@ def _model_store(p, extra):
             extra.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "spec": spec,
                           "metadata": metadata(pvc["name"], p["namespace"], labels, p["annotations"])})
     elif storage["host_path"]:
-        volume = {"name": "model-store", "hostPath": {"path": storage["host_path"], "type": "DirectoryOrCreate"}}
+        # Read-only on a directory that must exist: the node's files are not the pod's to create or change
+        # unless the user says so (host_path_writable: a cache the NIM fills itself).
+        writable = storage["host_path_writable"]
+        volume = {"name": "model-store", "hostPath": {"path": storage["host_path"],
+                                                      "type": "DirectoryOrCreate" if writable else "Directory"}}
+        if not writable:
+            mount["readOnly"] = True
     else:
         empty = {}
         ed = storage["empty_dir"] or {}
@@ -142,7 +149,7 @@ def render_pod_spec(p, secrets_hash=None):
     name = p["name"]
     port = p["expose"]["service"]["port"]
     image = p["image"]
-    image_ref = "%s:%s" % (image["repository"], image["tag"])
+    image_ref = main_image(image)
     delivery = p["secret_delivery"]
     mode, mount = delivery["mode"], delivery["mount_path"]
     read_only_root = p["read_only_root_filesystem"]
@@ -262,21 +269,24 @@ def _init_resources():
 
 def _vault_agent(p, vault, mount, extra):
     """Vault agent init container (and optional native sidecar) writing the keys to an in-memory volume."""
+    # Every value is a quoted string literal (JSON's quoting is valid in HCL and in Go templates), on top of
+    # validate._vault() keeping quotes, braces and '$' out: a value cannot end its string and add a block.
     templates = "".join(
-        'template {\n  destination = "%s/%s"\n  perms = "0440"\n  contents = %s\n}\n'
-        % (mount, var, json.dumps('{{ with secret "%s" }}{{ .Data.data.%s }}{{ end }}' % (path, field)))
+        'template {\n  destination = %s\n  perms = "0440"\n  contents = %s\n}\n'
+        % (json.dumps("%s/%s" % (mount, var)),
+           json.dumps("{{ with secret %s }}{{ index .Data.data %s }}{{ end }}" % (json.dumps(path), json.dumps(field))))
         for var, path, field in secrets_delivered(p))
     ca = '\n  ca_cert = "/vault/ca/ca.crt"' if vault["ca_config_map"] else ""
 
     def hcl(exit_after_auth):
         return (
             'exit_after_auth = %s\npid_file = "/vault/tmp/agent.pid"\n'
-            'vault {\n  address = "%s"%s\n}\n'
-            'auto_auth {\n  method "kubernetes" {\n    mount_path = "auth/%s"\n    config = {\n'
-            '      role = "%s"\n      token_path = "/vault/token/token"\n    }\n  }\n'
+            'vault {\n  address = %s%s\n}\n'
+            'auto_auth {\n  method "kubernetes" {\n    mount_path = %s\n    config = {\n'
+            '      role = %s\n      token_path = "/vault/token/token"\n    }\n  }\n'
             '  sink "file" {\n    config = {\n      path = "/vault/tmp/vault-token"\n    }\n  }\n}\n%s'
-        ) % ("true" if exit_after_auth else "false", vault["address"], ca, vault["auth_mount_path"],
-             vault["role"], templates)
+        ) % ("true" if exit_after_auth else "false", json.dumps(vault["address"]), ca,
+             json.dumps("auth/" + vault["auth_mount_path"]), json.dumps(vault["role"]), templates)
 
     extra.append({"apiVersion": "v1", "kind": "ConfigMap",
                   "metadata": metadata("%s-vault-agent" % p["name"], p["namespace"],

@@ -11,13 +11,18 @@ a value in validate.py, so nothing here falls back to a value of its own."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import (
     KINDS_ANNOTATION, SECRET_KIND, SECRETS_HASH, labels_for, metadata, pod_selector)
 from ansible_collections.nimguard.k8s.plugins.module_utils.pod import API_PORT_NAME, camel, env_vars, render_pod_spec
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import HF_KEY, secret_keys
-from ansible_collections.nimguard.k8s.plugins.module_utils.validate import ingress_tls_secret
+from ansible_collections.nimguard.k8s.plugins.module_utils.validate import cidrs, ingress_tls_secret, proxy_endpoint
+
+# Never reachable by the service's HTTPS egress: the cloud metadata endpoints (169.254.169.254) and every other
+# link-local address.
+LINK_LOCAL = "169.254.0.0/16"
 
 
 def _b64(value):
@@ -63,15 +68,12 @@ def render_secret(p):
 # RBAC
 
 
-def scc_for(host_path=False, proxy_ca=False, override=None):
-    """The one OpenShift SCC a NIM service may use, as the NIM Operator chooses it."""
+def scc_for(host_path=False, override=None):
+    """The one OpenShift SCC a NIM service may use: hostmount-anyuid only for a hostPath model store (nonroot
+    allows no hostPath volume). A proxy CA needs nothing more: its init container runs as the service's uid."""
     if override:
         return override
-    if host_path:
-        return "hostmount-anyuid"
-    if proxy_ca:
-        return "anyuid"
-    return "nonroot"
+    return "hostmount-anyuid" if host_path else "nonroot"
 
 
 def role_rules(rules):
@@ -145,14 +147,35 @@ def render_network_policy(p, labels):
     ingress.extend(np_opts["extra_ingress"])
     egress = []
     if np_opts["allow_dns"]:
-        egress.append({"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
+        # DNS to the cluster's DNS pods only: port 53 anywhere else is a way out (DNS tunnels, other resolvers).
+        dns = {"namespaceSelector": {"matchLabels": dict(np_opts["dns_namespace_selector"])},
+               "podSelector": {"matchLabels": dict(np_opts["dns_pod_selector"])}}
+        egress.append({"to": [dns], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
     if np_opts["allow_https"]:
-        egress.append({"ports": [{"protocol": "TCP", "port": 443}]})
+        egress.append(_outbound_rule(p["outbound_proxy"], np_opts["cluster_cidrs"]))
     egress.extend(np_opts["extra_egress"])
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": metadata(p["name"], p["namespace"], labels, p["annotations"]),
             "spec": {"podSelector": {"matchLabels": pod_selector(p["name"])},
                      "policyTypes": ["Ingress", "Egress"], "ingress": ingress, "egress": egress}}
+
+
+def _outbound_rule(proxy, cluster_cidrs):
+    """The one way out of the pods: the proxy when one is set (its address only when it is an IP), else HTTPS
+    to any address but link-local ones and the cluster's own ranges (its Services and pods are not the NIM's
+    to call)."""
+    endpoint = proxy_endpoint(proxy)
+    if endpoint:
+        host, port = endpoint
+        rule = {"ports": [{"protocol": "TCP", "port": port}]}
+        try:
+            rule["to"] = [{"ipBlock": {"cidr": str(ipaddress.ip_network(host))}}]
+        except ValueError:
+            pass  # a host name: a NetworkPolicy cannot name it, so the port alone narrows the rule
+        return rule
+    excluded = [LINK_LOCAL] + [c for c in cidrs(cluster_cidrs, "network_policy.cluster_cidrs") if c != LINK_LOCAL]
+    return {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": excluded}}],
+            "ports": [{"protocol": "TCP", "port": 443}]}
 
 
 def render_service(p, secrets_hash=None, openshift=False):
@@ -163,7 +186,7 @@ def render_service(p, secrets_hash=None, openshift=False):
     objs = []
     rbac = p["rbac"]
     if p["backend"] == "native" and rbac["create"]:
-        scc = scc_for(bool(p["storage"]["host_path"]), bool(p["outbound_proxy"]["cert_config_map"]), rbac["scc"])
+        scc = scc_for(bool(p["storage"]["host_path"]), rbac["scc"])
         objs.extend(render_rbac(name, namespace, openshift, scc, role_rules(rbac["extra_rules"]),
                                 rbac["automount_service_account_token"], p["labels"], annotations))
     svc_opts = p["expose"]["service"]

@@ -14,7 +14,8 @@ import os
 import re
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import IMAGE_TAG, SEVERITIES, VAULT_AGENT_IMAGE, outbound_proxy
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import SEVERITIES, VAULT_AGENT_IMAGE, outbound_proxy
+from ansible_collections.nimguard.k8s.plugins.module_utils.validate import DIGEST, main_image
 
 RANK = dict((s, i) for i, s in enumerate(SEVERITIES))
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -38,6 +39,29 @@ def normalize_ref(ref):
     return name + ("@" + digest if digest else "")
 
 
+def split(ref):
+    """(registry host, repository, tag or None, digest or None) of an image reference, Docker's defaults
+    applied (docker.io, library/)."""
+    name, digest = (ref.strip().split("@", 1) + [""])[:2]
+    tag = None
+    if ":" in name.rsplit("/", 1)[-1]:
+        name, tag = name.rsplit(":", 1)
+    first, rest = (name.split("/", 1) + [""])[:2]
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        host, repo = first, rest
+    else:
+        host, repo = "docker.io", name if "/" in name else "library/" + name
+    return host, repo, tag, digest or None
+
+
+def pinned(ref, digest):
+    """The reference that pulls exactly `digest`: repository@digest (a tag beside it would be ignored)."""
+    name = ref.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return "%s@%s" % (name, digest)
+
+
 def service_images(svc):
     """Every image a service's pods run: the NIM container, the CA bundle init container, the vault agent.
     `svc`: a service as a role passes it (unchecked, defaults not applied: those are nim_service's)."""
@@ -45,7 +69,7 @@ def service_images(svc):
     if not image.get("repository"):
         raise NimError("services: service %s has no image.repository. Fix: set image.repository and image.tag."
                        % svc.get("name"))
-    main = "%s:%s" % (image["repository"], image.get("tag") or IMAGE_TAG)
+    main = main_image(image, "services[%s].image" % svc.get("name"))
     images = [main]
     proxy = outbound_proxy(svc)
     if proxy.get("cert_config_map"):
@@ -204,11 +228,23 @@ def report_for(reports, image):
     return None
 
 
+def report_digest(report, image):
+    """The manifest digest a Trivy report of a container image says it scanned for `image`'s repository
+    (Metadata.RepoDigests), or None."""
+    host, repo = split(image)[:2]
+    for entry in (report.get("Metadata") or {}).get("RepoDigests") or []:
+        if "@" in entry and split(entry)[:2] == (host, repo) and DIGEST.match(split(entry)[3] or ""):
+            return split(entry)[3]
+    return None
+
+
 def check_report_artifact(report, image, path, warnings):
-    """A report for another image (a stale tag, a copy-paste) must not let an image through."""
+    """A report for another image (a stale tag, a copy-paste) must not let an image through. An image pinned
+    by digest matches a report of a tag that scanned that digest."""
     kind, name = report.get("ArtifactType"), report.get("ArtifactName") or ""
     if kind == "container_image":
-        if normalize_ref(name) != normalize_ref(image):
+        digest = split(image)[3]
+        if normalize_ref(name) != normalize_ref(image) and not (digest and report_digest(report, image) == digest):
             raise NimError("reports[%s]: %s is a report for image %s, not %s. Fix: scan the image that is deployed "
                            "(`trivy image --format json --output %s %s`) or point reports at its report."
                            % (image, path, name, image, os.path.basename(path), image))
@@ -222,9 +258,14 @@ def trivy_command(trivy, image, output, scanners, extra_args):
             "--output", output] + list(extra_args or []) + [image]
 
 
-def scan_images(p, run, read, find_binary, tmpdir, today=None):
+def scan_images(p, run, read, find_binary, tmpdir, today=None, resolve=None):
     """p: validated module options. run(argv) -> (rc, out, err); read(path) -> text; find_binary(name) -> path
-    or None. Returns the module result, or raises NimError naming each blocking finding."""
+    or None; resolve(ref) -> the digest its tag names now (registry.resolve). Returns the module result, with
+    the digest of each image (`digests`, and `service_digests` of each service's NIM image), or raises
+    NimError naming each blocking finding.
+
+    A tag moves: an image scanned here is scanned by the digest its tag names before the scan, and that digest
+    is what the pods are to run. An image with a report gets the digest the report scanned."""
     today = today or datetime.date.today()
     severity = p["severity"].upper()
     severity_rank(severity)
@@ -232,15 +273,21 @@ def scan_images(p, run, read, find_binary, tmpdir, today=None):
     images = unique_images(p["images"], p["services"])
     if not images:
         raise NimError("images: nothing to scan. Fix: pass images or services (each with image.repository).")
-    warnings, per_image, blocking_lines = [], [], []
+    warnings, per_image, blocking_lines, digests = [], [], [], {}
     used = set()
     trivy = None
     for image in images:
         path = report_for(p["reports"], image)
+        digest = split(image)[3]
         if path:
             report = _load(read, path, image)
             check_report_artifact(report, image, path, warnings)
-            source = "report"
+            source, scanned = "report", image
+            digest = digest or report_digest(report, image)
+            if not digest:
+                warnings.append("image %s: report %s names no digest (Metadata.RepoDigests), so the image cannot be "
+                                "pinned to what was scanned and is deployed by tag. Fix: give Trivy's report of the "
+                                "image as pulled from its registry, or pin image.digest." % (image, path))
         else:
             if trivy is None:
                 trivy = find_binary(p["trivy"])
@@ -251,20 +298,31 @@ def scan_images(p, run, read, find_binary, tmpdir, today=None):
                     "/path/to/trivy-report.json} made by your CI with `trivy image --format json --output "
                     "report.json %s`; or turn the gate off explicitly and say why (nim_rollout_image_scan: "
                     "{enabled: false, disabled_reason: ...})." % (image, p["trivy"], image, image))
+            from_archive = any(a == "--input" or a.startswith("--input=") for a in p["trivy_args"] or [])
+            if not digest and p["resolve_digests"] and not from_archive:
+                digest = resolve(image)
+            elif not digest and from_archive:
+                warnings.append("image %s: scanned from an archive (trivy --input), not from its registry, so it is "
+                                "not pinned to a digest and is deployed by tag. Fix: pin image.digest to the "
+                                "archive's manifest digest." % image)
+            scanned = pinned(image, digest) if digest else image
             path = os.path.join(tmpdir, "trivy-%d.json" % len(per_image))
-            argv = trivy_command(trivy, image, path, p["scanners"], p["trivy_args"])
+            argv = trivy_command(trivy, scanned, path, p["scanners"], p["trivy_args"])
             rc, out, err = run(argv)
             if rc != 0:
                 raise NimError("image %s: trivy exited %s: %s. Fix: check that the image can be pulled from here "
                                "(registry login: `trivy registry login`), that the vulnerability database can be "
                                "downloaded or is cached (--cache-dir, --skip-db-update), or use reports from CI."
-                               % (image, rc, (err or out or "").strip()[-800:]))
+                               % (scanned, rc, (err or out or "").strip()[-800:]))
             report = _load(read, path, image)
             source = "trivy"
         findings = findings_of(report, path)
         g = gate(findings, image, severity, allow_list, today)
         used |= g["used"]
-        per_image.append(dict(image=image, source=source, report=path if source == "report" else None,
+        if digest:
+            digests[image] = digest
+        per_image.append(dict(image=image, digest=digest, scanned=scanned, source=source,
+                              report=path if source == "report" else None,
                               created_at=report.get("CreatedAt"), findings=len(findings),
                               blocking=g["blocking"], allowed=g["allowed"], below_threshold=g["below_threshold"]))
         blocking_lines.extend("%s: %s" % (image, describe(f)) for f in g["blocking"])
@@ -276,8 +334,11 @@ def scan_images(p, run, read, find_binary, tmpdir, today=None):
         if i not in used:
             warnings.append("allow_list[%d] (%s) matched no finding at or above %s: remove it when it is no longer "
                             "needed." % (i, e["id"], severity))
+    by_ref = dict((normalize_ref(k), v) for k, v in digests.items())
+    service_digests = dict((s.get("name"), by_ref[normalize_ref(service_images(s)[0])]) for s in p["services"] or []
+                           if normalize_ref(service_images(s)[0]) in by_ref)
     result = dict(changed=False, images=per_image, severity=severity, passed=not blocking_lines,
-                  blocking=len(blocking_lines))
+                  blocking=len(blocking_lines), digests=digests, service_digests=service_digests)
     if warnings:
         result["warnings"] = warnings
     if blocking_lines:

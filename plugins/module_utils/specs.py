@@ -24,7 +24,6 @@ HF_KEY = "HF_TOKEN"
 SECRET_KEY_DEFAULT = {"ngc": NGC_KEY, "huggingface": HF_KEY}
 DEFAULT_NIM_COMMAND = ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/nim/start_server.sh"]
 VAULT_AGENT_IMAGE = "hashicorp/vault:1.21.4"
-IMAGE_TAG = "latest"
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # Trivy's, lowest first
 
 _NAMESPACE = dict(namespace=dict(type="str", required=True))
@@ -65,16 +64,18 @@ SECRET = dict(
     )),
 )
 
-RBAC = dict(
-    name=dict(type="str", required=True),
+# The Role's options, the same in nim_rbac and in nim_service's `rbac`.
+_ROLE = dict(
     openshift=dict(type="str", default="auto", choices=["auto", "yes", "no"]),
     scc=dict(type="str"),
-    host_path=dict(type="bool", default=False),
-    proxy_ca=dict(type="bool", default=False),
+    allow_privileged_scc=dict(type="bool", default=False),
     extra_rules=_RULE,
     allow_wildcards=dict(type="bool", default=False),
+    allow_dangerous_rules=dict(type="bool", default=False),
     automount_service_account_token=dict(type="bool", default=False),
 )
+RBAC = dict(name=dict(type="str", required=True), host_path=dict(type="bool", default=False),
+            proxy_ca=dict(type="bool", default=False), **copy.deepcopy(_ROLE))
 
 
 def _probe(path, initial_delay, period, failure_threshold):
@@ -99,7 +100,8 @@ SERVICE = dict(
     hf_secret_key=dict(type="str", default=HF_KEY, no_log=False),
     image=dict(type="dict", options=dict(
         repository=dict(type="str", required=True),
-        tag=dict(type="str", default=IMAGE_TAG),
+        tag=dict(type="str"),
+        digest=dict(type="str"),
         pull_policy=dict(type="str", default="IfNotPresent", choices=["Always", "IfNotPresent", "Never"]),
         pull_secrets=dict(type="list", elements="str", default=[], no_log=False),
     )),
@@ -132,6 +134,8 @@ SERVICE = dict(
             sub_path=dict(type="str"),
         )),
         host_path=dict(type="str"),
+        host_path_prefixes=dict(type="list", elements="str", default=["/mnt", "/var/lib/nim", "/opt/nim"]),
+        host_path_writable=dict(type="bool", default=False),
         empty_dir=dict(type="dict", options=dict(size_limit=dict(type="str"),
                                                  medium=dict(type="str", choices=["", "Memory"]))),
     )),
@@ -178,7 +182,10 @@ SERVICE = dict(
         ingress_namespace_selector=dict(type="dict", default={"kubernetes.io/metadata.name": "ingress-nginx"}),
         ingress_pod_selector=dict(type="dict", default={}),
         allow_dns=dict(type="bool", default=True),
+        dns_namespace_selector=dict(type="dict", default={"kubernetes.io/metadata.name": "kube-system"}),
+        dns_pod_selector=dict(type="dict", default={"k8s-app": "kube-dns"}),
         allow_https=dict(type="bool", default=True),
+        cluster_cidrs=dict(type="list", elements="str", default=[]),
         extra_ingress=dict(type="list", elements="dict", default=[]),
         extra_egress=dict(type="list", elements="dict", default=[]),
     )),
@@ -199,18 +206,12 @@ SERVICE = dict(
             image=dict(type="str", default=VAULT_AGENT_IMAGE),
             refresh=dict(type="bool", default=False),
             ca_config_map=dict(type="str"),
+            allow_http=dict(type="bool", default=False),
         )),
     )),
     restart_on_rotation=dict(type="bool", default=True),
     secret_hashes=dict(type="dict", default={}, no_log=False),
-    rbac=dict(type="dict", default={}, options=dict(
-        create=dict(type="bool", default=True),
-        openshift=dict(type="str", default="auto", choices=["auto", "yes", "no"]),
-        scc=dict(type="str"),
-        extra_rules=_RULE,
-        allow_wildcards=dict(type="bool", default=False),
-        automount_service_account_token=dict(type="bool", default=False),
-    )),
+    rbac=dict(type="dict", default={}, options=dict(create=dict(type="bool", default=True), **copy.deepcopy(_ROLE))),
     rollout=dict(type="dict", default={}, options=dict(max_surge=dict(type="raw", default=1))),
     preflight=dict(type="bool", default=True),
     wait=dict(type="bool", default=False),
@@ -264,6 +265,7 @@ IMAGE_SCAN = dict(
     reports=dict(type="dict", default={}),
     trivy=dict(type="str", default="trivy"),
     trivy_args=dict(type="list", elements="str", default=[]),
+    resolve_digests=dict(type="bool", default=True),
     scanners=dict(type="list", elements="str", default=["vuln", "secret"], choices=["vuln", "secret", "misconfig"]),
     severity=dict(type="str", default="CRITICAL", choices=list(SEVERITIES)),
     allow_list=dict(type="list", elements="dict", default=[], options=dict(
@@ -405,7 +407,7 @@ def complete_service(p):
         validate.service(p)
         image = p["image"]
         if not p["outbound_proxy"]["ca_init_image"]:
-            p["outbound_proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
+            p["outbound_proxy"]["ca_init_image"] = validate.main_image(image)
         pvc = p["storage"]["pvc"]
         if pvc and not pvc["name"] and p["backend"] == "native":  # the NIM Operator names its own claim
             pvc["name"] = "%s-model-store" % p["name"]

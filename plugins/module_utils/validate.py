@@ -10,10 +10,12 @@ raises NimError naming the field and the fix; nothing is rendered or sent here."
 from __future__ import annotations
 
 import datetime
+import ipaddress
+import posixpath
 import re
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.labels import CERT_MANAGER_PREFIX
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import CERT_MANAGER_ISSUERS, TLS_ACME
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -23,6 +25,24 @@ ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 RBAC_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "use", "bind",
               "escalate", "impersonate", "approve", "sign", "proxy"}
 ENV_REFS = ("secret_key_ref", "config_map_key_ref", "field_ref")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# What the Vault agent's HCL and Go template may be given: no quote, backslash, brace, '$', '%' or whitespace,
+# so a value can never close its string and open a block of its own (quoting alone is not enough: HCL reads
+# ${...} inside a string).
+VAULT_VALUE = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.@:/+=]*$")
+VAULT_ADDRESS = re.compile(r"^(https?)://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[-A-Za-z0-9_./]*)?$")
+# OpenShift SCCs that open the node (privileged containers, host namespaces, host ports or host paths of any
+# kind): rbac.scc may name one only with allow_privileged_scc.
+PRIVILEGED_SCCS = ("privileged", "hostaccess", "hostnetwork", "hostnetwork-v2", "node-exporter")
+# Rules that let a service account become more than it is: (why, verbs, (api group, resource) pairs; None: any).
+# Refused in extra_rules unless allow_dangerous_rules is set.
+DANGEROUS_RULES = (
+    ("grants RBAC rights it does not hold itself", {"escalate", "bind"}, None),
+    ("acts as another user, group or service account", {"impersonate"}, None),
+    ("reads every Secret of the namespace", {"get", "list", "watch"}, [("", "secrets")]),
+    ("runs commands in other pods", {"create", "get"}, [("", "pods/exec"), ("", "pods/attach")]),
+    ("scales workloads", {"update", "patch"}, [("*", "*/scale")]),
+)
 
 
 def check_name(value, field, kind="dns1123"):
@@ -42,7 +62,7 @@ def secret_key(key, field):
         raise NimError("%s: %r is not a valid Secret key. Fix: use letters, digits, '-', '_', '.'." % (field, key))
 
 
-def rules(items, allow_wildcards=False, field="extra_rules"):
+def rules(items, allow_wildcards=False, field="extra_rules", allow_dangerous=False):
     """RBAC rules in the options' shape (api_groups, resources, verbs, resource_names)."""
     for i, rule in enumerate(items or []):
         where = "%s[%d]" % (field, i)
@@ -58,6 +78,39 @@ def rules(items, allow_wildcards=False, field="extra_rules"):
         if not allow_wildcards and ("*" in verbs or "*" in resources or "*" in groups):
             raise NimError("%s: wildcards ('*') grant far more than a NIM service needs. Fix: list the verbs, "
                            "resources and api_groups, or set allow_wildcards: true if you really mean it." % where)
+        if not allow_dangerous:
+            _dangerous_rule(where, [""] if rule.get("api_groups") is None else groups, resources, verbs)
+
+
+def _matches(pattern, value):
+    """An RBAC name against a rule's entry: '*' anything, '*/scale' any resource's scale subresource."""
+    return "*" in (pattern, value) or pattern == value or (value.startswith("*/") and pattern.endswith(value[1:])) or (
+        pattern.startswith("*/") and value.endswith(pattern[1:]))
+
+
+def _dangerous_rule(where, groups, resources, verbs):
+    for why, risky_verbs, targets in DANGEROUS_RULES:
+        hit = sorted(v for v in verbs if v in risky_verbs or v == "*")
+        if not hit:
+            continue
+        if targets is not None:
+            found = [(g, r) for g, r in targets if any(_matches(g, x) for x in groups)
+                     and any(_matches(r, x) for x in resources)]
+            if not found:
+                continue
+            what = "%s on %s" % ("/".join(hit), ", ".join(target[1] for target in found))
+        else:
+            what = "/".join(hit)
+        raise NimError("%s: the rule grants %s, which %s. Fix: remove it from the rule, or set "
+                       "allow_dangerous_rules: true if the service really needs it." % (where, what, why))
+
+
+def scc(name, allow_privileged, field="scc"):
+    """An SCC the ServiceAccount may use: none of the node-opening ones without an explicit opt-in."""
+    if name in PRIVILEGED_SCCS and not allow_privileged:
+        raise NimError("%s: %r lets pods reach the node (privileged containers, host namespaces or host paths). "
+                       "Fix: leave %s unset (nonroot, or hostmount-anyuid for storage.host_path), or set "
+                       "allow_privileged_scc: true if the service really needs it." % (field, name, field))
 
 
 def env(items, field="env"):
@@ -116,9 +169,14 @@ def service(p):
             raise NimError("secret_delivery.vault: %s required for mode vault_agent. Fix: set them (e.g. address: "
                            "https://vault.example.com:8200, role: nim, secret_path: secret/data/nim/ngc)."
                            % ", ".join(missing))
+        _vault(vault, p["secret_delivery"]["mount_path"])
     image = p["image"]
     if not image["repository"]:
         raise NimError("image.repository: missing. Fix: set it, e.g. nvcr.io/nim/meta/llama-3.1-8b-instruct.")
+    main_image(image)
+    if p["backend"] == "operator" and not image["tag"]:
+        raise NimError("image.tag: the NIM Operator's NIMService names its image by tag. Fix: set image.tag (with "
+                       "backend: operator the pods run the tag, not image.digest).")
     for i, ps in enumerate(image["pull_secrets"]):
         check_name(ps, "image.pull_secrets[%d]" % i, "subdomain")
     _storage(p["storage"])
@@ -128,8 +186,83 @@ def service(p):
     if p["replicas"] < 0:
         raise NimError("replicas: negative. Fix: use 0 or more.")
     env(p["env"])
+    if p["network_policy"]["enabled"]:
+        cidrs(p["network_policy"]["cluster_cidrs"], "network_policy.cluster_cidrs")
+        proxy_endpoint(p["outbound_proxy"])
     if p["backend"] == "native" and p["rbac"]["create"]:
-        rules(p["rbac"]["extra_rules"], p["rbac"]["allow_wildcards"], "rbac.extra_rules")
+        rbac = p["rbac"]
+        rules(rbac["extra_rules"], rbac["allow_wildcards"], "rbac.extra_rules", rbac["allow_dangerous_rules"])
+        scc(rbac["scc"], rbac["allow_privileged_scc"], "rbac.scc")
+
+
+def cidrs(items, field):
+    """IPv4 CIDRs (the NetworkPolicy's HTTPS rule is 0.0.0.0/0 less these), normalised."""
+    out = []
+    for i, item in enumerate(items or []):
+        try:
+            net = ipaddress.IPv4Network(str(item), strict=False)
+        except ValueError:
+            raise NimError("%s[%d]: %r is not an IPv4 CIDR. Fix: give the cluster's pod and service ranges, e.g. "
+                           "10.244.0.0/16 and 10.96.0.0/12 (kubectl cluster-info dump | grep -m1 cluster-cidr)."
+                           % (field, i, item))
+        out.append(str(net))
+    return out
+
+
+def proxy_endpoint(proxy):
+    """(host, port) of the NIM's outbound proxy (https_proxy, else http_proxy), or None: the NetworkPolicy then
+    lets the pods reach that port only."""
+    for key in ("https_proxy", "http_proxy"):
+        url = proxy.get(key)
+        if not url:
+            continue
+        rest = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]  # no scheme, path or user:password
+        host, port = rest, ""
+        if ":" in rest and not rest.endswith("]"):
+            host, port = rest.rsplit(":", 1)
+        if port and not port.isdigit():
+            raise NimError("outbound_proxy.%s: the port is not a number. Fix: use http://HOST:PORT." % key)
+        return host.strip("[]"), int(port or (443 if url.startswith("https://") else 80))
+    return None
+
+
+def _vault(vault, mount_path):
+    """The values the Vault agent's configuration is written from (pod.py quotes them as well)."""
+    address = VAULT_ADDRESS.match(vault["address"])
+    if not address:
+        raise NimError("secret_delivery.vault.address: %r is not a Vault URL. Fix: use https://HOST[:PORT] (letters, "
+                       "digits, '.', '-'; no user, query or spaces), e.g. https://vault.example.com:8200."
+                       % vault["address"])
+    if address.group(1) == "http" and not vault["allow_http"]:
+        raise NimError("secret_delivery.vault.address: %s is plain HTTP: the agent's Kubernetes token and the NGC "
+                       "key would cross the network in clear. Fix: use https:// (with vault.ca_config_map for a "
+                       "private CA), or set secret_delivery.vault.allow_http: true for a Vault on the pod's own "
+                       "node or mesh." % vault["address"])
+    keys = ["role", "auth_mount_path", "secret_path", "secret_field"]
+    if vault.get("hf_secret_path"):
+        keys += ["hf_secret_path", "hf_secret_field"]
+    for key in keys:
+        if not VAULT_VALUE.match(str(vault[key] or "")) or "//" in vault[key] or ".." in vault[key]:
+            raise NimError("secret_delivery.vault.%s: %r has characters the agent's configuration cannot hold "
+                           "safely. Fix: use letters, digits and - _ . @ : / + = (no quotes, braces, '$', '%%', "
+                           "'..' or spaces)." % (key, vault[key]))
+    if not VAULT_VALUE.match(mount_path.lstrip("/")) or not mount_path.startswith("/") or ".." in mount_path:
+        raise NimError("secret_delivery.mount_path: %r is not a plain absolute path. Fix: use letters, digits and "
+                       "- _ . / (the default is /var/run/secrets/nim)." % mount_path)
+
+
+def main_image(image, where="image"):
+    """The NIM container's image of a service's `image` options: repository@digest when the digest is pinned,
+    else repository:tag. No tag is assumed: 'latest' is whatever was pushed last."""
+    if image.get("digest"):
+        if not DIGEST.match(str(image["digest"])):
+            raise NimError("%s.digest: %r is not a sha256 digest. Fix: use sha256:<64 hex digits>, as nim_image_scan "
+                           "returns it (digests) or `crane digest IMAGE:TAG` prints it." % (where, image["digest"]))
+        return "%s@%s" % (image["repository"], image["digest"])
+    if not image.get("tag"):
+        raise NimError("%s.tag: missing. Fix: name the release to run, e.g. tag: \"1.3.3\" (no 'latest' is assumed), "
+                       "or pin image.digest." % where)
+    return "%s:%s" % (image["repository"], image["tag"])
 
 
 def _storage(storage):
@@ -142,8 +275,24 @@ def _storage(storage):
             raise NimError("storage.pvc.size: required when storage.pvc.create is true. Fix: set storage.pvc.size (e.g. 50Gi).")
         if not pvc["create"] and not pvc["name"]:
             raise NimError("storage.pvc.name: missing. Fix: name the existing claim, or set storage.pvc.create: true.")
-    if storage["host_path"] and not str(storage["host_path"]).startswith("/"):
-        raise NimError("storage.host_path: must be absolute. Fix: use a path such as /mnt/nim-cache.")
+    if storage["host_path"]:
+        host_path(storage["host_path"], storage["host_path_prefixes"])
+
+
+def host_path(path, prefixes, field="storage.host_path"):
+    """A node directory under one of the allowed prefixes, named without '..' or '//' (which could climb out)."""
+    path = str(path)
+    if not path.startswith("/"):
+        raise NimError("%s: must be absolute. Fix: use a path such as /mnt/nim-cache." % field)
+    norm = posixpath.normpath(path)
+    if path.startswith("//") or norm not in (path, path.rstrip("/")):
+        raise NimError("%s: %r is not a normalised path ('..', '.', '//'). Fix: write it as %s."
+                       % (field, path, norm))
+    allowed = [p.rstrip("/") for p in prefixes or [] if str(p).startswith("/") and p.rstrip("/")]
+    if not any(path == p or path.startswith(p + "/") for p in allowed):
+        raise NimError("%s: %r is not under an allowed prefix (%s): a hostPath volume reaches the node's own files. "
+                       "Fix: use a directory under one of them, or add its parent to storage.host_path_prefixes."
+                       % (field, path, ", ".join(allowed) or "none configured"))
 
 
 def _ingress(ingress):
@@ -163,7 +312,8 @@ def ingress_tls_secret(ingress, name):
     """The TLS Secret an Ingress of these options serves from, or None: plain HTTP."""
     if ingress.get("tls_secret_name"):
         return ingress["tls_secret_name"]
-    if any(k.startswith(CERT_MANAGER_PREFIX) for k in ingress.get("annotations") or {}):
+    annotations = ingress.get("annotations") or {}
+    if any(annotations.get(k) for k in CERT_MANAGER_ISSUERS) or str(annotations.get(TLS_ACME)).lower() == "true":
         return "%s-tls" % name  # cert-manager's ingress-shim fills this Secret
     return None
 

@@ -20,6 +20,10 @@ description:
   - V(tls) - every service exposed without TLS, among O(services) and the managed objects found live (warnings)
     - an Ingress without TLS, or a C(NodePort) or C(LoadBalancer) Service with no TLS in front (no load balancer
     TLS annotation of AWS, OCI or DigitalOcean, nor C(nimguard.io/tls-in-front) naming what terminates TLS).
+  - V(auth) - every Ingress to the inference API with no authentication in front, among O(services) and the managed
+    Ingresses found live (warnings), as NIM authenticates nobody. An auth annotation of the ingress controller
+    (ingress-nginx C(auth-url), C(auth-type), C(auth-tls-verify-client); Traefik C(router.middlewares); AWS ALB
+    C(auth-type); HAProxy; Kong C(plugins)) or C(nimguard.io/auth-in-front) naming what authenticates clears it.
   - V(certificates) - cert-manager Certificates that are not Ready, with the reason from their status.
   - V(external_secrets) - ExternalSecrets that are not synced, with the reason from their status.
 author:

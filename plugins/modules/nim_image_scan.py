@@ -56,6 +56,15 @@ options:
     type: list
     elements: str
     default: []
+  resolve_digests:
+    description:
+      - Before scanning an image without a report, ask its registry (the OCI distribution API, anonymously or with
+        the credentials of C($DOCKER_CONFIG/config.json)) which manifest digest its tag names, scan that digest
+        and return it (RV(digests)), so that the pods run exactly what was scanned however the tag moves. An image
+        with a report gets the digest the report scanned (its C(Metadata.RepoDigests)).
+      - V(false) scans the tag as given (the behaviour before 0.2) and returns no digest for it.
+    type: bool
+    default: true
   scanners:
     description: What C(trivy image) looks for.
     type: list
@@ -113,6 +122,17 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+digests:
+  description: The manifest digest scanned, by image reference (images whose digest is unknown are left out).
+  returned: always
+  type: dict
+  sample: {"nvcr.io/nim/meta/llama-3.1-8b-instruct:1.3.3": "sha256:4f1c..."}
+service_digests:
+  description: The digest of each service's NIM image, by service name, for M(nimguard.k8s.nim_service)'s
+    O(nimguard.k8s.nim_service#module:image.digest).
+  returned: always
+  type: dict
+  sample: {"llama-3-8b": "sha256:4f1c..."}
 passed:
   description: True when no finding blocks (the module fails otherwise, with the same result keys).
   returned: always
@@ -134,6 +154,12 @@ images:
   contains:
     image:
       description: The image reference.
+      type: str
+    digest:
+      description: The manifest digest scanned (resolved from the tag, pinned, or named by the report), or null.
+      type: str
+    scanned:
+      description: The reference Trivy read (C(repository@digest) when the digest is known).
       type: str
     source:
       description: C(report) or C(trivy).

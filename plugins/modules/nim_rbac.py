@@ -14,7 +14,7 @@ description:
     nothing granted by default and C(automountServiceAccountToken=false).
   - On OpenShift (detected through the C(security.openshift.io) API group, or forced with O(openshift)) the Role
     may C(use) exactly one SecurityContextConstraints - V(nonroot) by default, V(hostmount-anyuid) when the
-    service uses hostPath storage, V(anyuid) when a proxy CA ConfigMap is mounted.
+    service uses hostPath storage.
   - O(extra_rules) adds custom permissions, validated; wildcards are refused unless O(allow_wildcards=true).
   - Objects this module made for the service and no longer renders are pruned (found by their labels).
   - M(nimguard.k8s.nim_service) renders the same three objects itself (option O(nimguard.k8s.nim_service#module:rbac)),
@@ -34,14 +34,22 @@ options:
     default: auto
     choices: [ auto, "yes", "no" ]
   scc:
-    description: Use this SecurityContextConstraints instead of the one chosen from O(host_path) and O(proxy_ca).
+    description:
+      - Use this SecurityContextConstraints instead of the one chosen from O(host_path). V(privileged),
+        V(hostaccess), V(hostnetwork), V(hostnetwork-v2) and V(node-exporter) need O(allow_privileged_scc).
     type: str
+  allow_privileged_scc:
+    description: Allow an O(scc) that opens the node (privileged containers, host namespaces or host paths).
+    type: bool
+    default: false
   host_path:
     description: The service mounts hostPath storage (OpenShift SCC V(hostmount-anyuid)).
     type: bool
     default: false
   proxy_ca:
-    description: The service mounts a proxy CA ConfigMap (OpenShift SCC V(anyuid)).
+    description:
+      - The service mounts a proxy CA ConfigMap. It needs no SCC beyond V(nonroot) (the CA bundle's init container
+        runs as the service's user), so this no longer selects V(anyuid); kept so existing tasks still run.
     type: bool
     default: false
   extra_rules:
@@ -72,6 +80,13 @@ options:
         elements: str
   allow_wildcards:
     description: Allow C(*) in O(extra_rules). Off, because a wildcard grants far more than a NIM service needs.
+    type: bool
+    default: false
+  allow_dangerous_rules:
+    description:
+      - Allow O(extra_rules) that let the ServiceAccount become more than it is - C(escalate), C(bind),
+        C(impersonate), C(get)/C(list)/C(watch) on C(secrets), C(pods/exec) and C(pods/attach), C(update)/C(patch)
+        on C(*/scale) (also through C(*)). Refused by default, naming the rule.
     type: bool
     default: false
   automount_service_account_token:

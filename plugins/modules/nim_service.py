@@ -73,9 +73,17 @@ options:
         type: str
         required: true
       tag:
-        description: Image tag. Pin a version; V(latest) is only the default.
+        description:
+          - Image tag, the release to run, for example V("1.3.3"). Required unless O(image.digest) is set; no tag
+            is assumed (V(latest) is whatever was pushed last).
         type: str
-        default: latest
+      digest:
+        description:
+          - The manifest digest to run (C(sha256:...)); the pods then run C(repository@digest), which a moved tag
+            cannot change. M(nimguard.k8s.nim_image_scan) returns the digest it scanned for each service
+            (RV(nimguard.k8s.nim_image_scan#module:service_digests)), and the C(nimguard.k8s.nim_rollout) role
+            passes it here. Without it the pods run the tag (with O(backend=operator) always).
+        type: str
       pull_policy:
         description: Image pull policy.
         type: str
@@ -199,9 +207,23 @@ options:
             type: str
       host_path:
         description:
-          - A node directory. Forbidden by the C(baseline) and C(restricted) Pod Security levels, which the module
-            checks; on OpenShift it selects the C(hostmount-anyuid) SCC.
+          - A node directory, under one of O(storage.host_path_prefixes), mounted read-only with type C(Directory)
+            (it must exist) unless O(storage.host_path_writable). Forbidden by the C(baseline) and C(restricted) Pod
+            Security levels, which the module checks; on OpenShift it selects the C(hostmount-anyuid) SCC.
         type: str
+      host_path_prefixes:
+        description:
+          - The node directories O(storage.host_path) may be in (the path itself or below it, normalised, no C(..)).
+            Anything else, C(/) included, is refused before anything is written.
+        type: list
+        elements: str
+        default: [/mnt, /var/lib/nim, /opt/nim]
+      host_path_writable:
+        description:
+          - Mount O(storage.host_path) read-write with type C(DirectoryOrCreate), for a cache the NIM fills itself.
+            Off by default - a read-only, pre-filled model store on the node.
+        type: bool
+        default: false
       empty_dir:
         description: An C(emptyDir), lost with the pod.
         type: dict
@@ -378,7 +400,8 @@ options:
   network_policy:
     description:
       - A NetworkPolicy for the service's pods - default deny, ingress only from the ingress controller's namespace
-        on the service port, egress only DNS (53 TCP/UDP) and HTTPS (443), plus extra rules.
+        on the service port, egress only DNS (53 TCP/UDP) to the cluster DNS pods and HTTPS (443) out of the
+        cluster (or to the proxy), plus extra rules.
     type: dict
     default: {}
     suboptions:
@@ -395,13 +418,33 @@ options:
         type: dict
         default: {}
       allow_dns:
-        description: Allow egress to port 53.
+        description: Allow egress to port 53 (UDP and TCP) of the cluster's DNS pods, and nowhere else.
         type: bool
         default: true
+      dns_namespace_selector:
+        description: Labels of the namespace of the cluster's DNS pods (on OpenShift the namespace is
+          C(openshift-dns)).
+        type: dict
+        default: {kubernetes.io/metadata.name: kube-system}
+      dns_pod_selector:
+        description: Labels of the cluster's DNS pods (CoreDNS and kube-dns carry C(k8s-app=kube-dns)).
+        type: dict
+        default: {k8s-app: kube-dns}
       allow_https:
-        description: Allow egress to port 443.
+        description:
+          - Allow egress to port 443 of any IPv4 address but link-local ones (C(169.254.0.0/16), the cloud metadata
+            endpoints) and O(network_policy.cluster_cidrs). With O(outbound_proxy.https_proxy) (or O(outbound_proxy.http_proxy)) set,
+            the proxy's port only, and only the proxy's address when it is an IP.
         type: bool
         default: true
+      cluster_cidrs:
+        description:
+          - The cluster's own IPv4 ranges (pod and service CIDRs), kept out of the HTTPS egress rule so that a
+            service cannot call other workloads or the API server on 443. The way back to the former "443 to
+            anywhere" is an O(network_policy.extra_egress) rule of your own.
+        type: list
+        elements: str
+        default: []
       extra_ingress:
         description: More ingress rules, in NetworkPolicy form.
         type: list
@@ -488,6 +531,11 @@ options:
           ca_config_map:
             description: ConfigMap with Vault's CA (key C(ca.crt)).
             type: str
+          allow_http:
+            description: Accept an C(http://) O(secret_delivery.vault.address) (the agent's token and the key then
+              travel in clear). Off - plain HTTP is refused.
+            type: bool
+            default: false
   restart_on_rotation:
     description:
       - Put the consumed Secrets' content hash on the pod template, so that changed bytes roll the Deployment
@@ -522,8 +570,14 @@ options:
         default: auto
         choices: [ auto, "yes", "no" ]
       scc:
-        description: SCC override (default V(nonroot), V(hostmount-anyuid) with hostPath, V(anyuid) with a proxy CA).
+        description:
+          - SCC override (default V(nonroot), V(hostmount-anyuid) with hostPath). V(privileged), V(hostaccess),
+            V(hostnetwork), V(hostnetwork-v2) and V(node-exporter) need O(rbac.allow_privileged_scc).
         type: str
+      allow_privileged_scc:
+        description: Allow an O(rbac.scc) that opens the node (privileged containers, host namespaces or paths).
+        type: bool
+        default: false
       extra_rules:
         description: Extra Role rules, as in M(nimguard.k8s.nim_rbac).
         type: list
@@ -550,6 +604,13 @@ options:
             elements: str
       allow_wildcards:
         description: Allow C(*) in rules.
+        type: bool
+        default: false
+      allow_dangerous_rules:
+        description:
+          - Allow rules that let the ServiceAccount become more than it is - C(escalate), C(bind), C(impersonate),
+            C(get)/C(list)/C(watch) on C(secrets), C(pods/exec) and C(pods/attach), C(update)/C(patch) on C(*/scale)
+            (also through C(*)). Refused by default, naming the rule.
         type: bool
         default: false
       automount_service_account_token:

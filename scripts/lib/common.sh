@@ -5,6 +5,8 @@ K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.6
 KUBE_SCORE_VERSION=v1.20.0
 TRIVY_VERSION=v0.74.0
+# The local OCI registry that proves deploy-by-digest end to end (github.com/distribution/distribution/v3).
+REGISTRY_VERSION=v3.1.2
 # The certmanager add-on's controller and the chart that tests the cert_manager role's helm install
 # (scripts/localcluster/build.sh, both from the module github.com/cert-manager/cert-manager at this version).
 CERTMANAGER_VERSION=v1.11.5

@@ -137,6 +137,7 @@ K8S_BIN=$CACHE/bin/k8s-$K8S_VERSION
 ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
 KUBE_SCORE_BIN=$CACHE/bin/kube-score-$KUBE_SCORE_VERSION
 TRIVY_BIN=$CACHE/bin/trivy-$TRIVY_VERSION
+REGISTRY_BIN=$CACHE/bin/registry-$REGISTRY_VERSION
 HELM_BIN=$CACHE/bin/helm-$HELM_VERSION
 CERTMANAGER_CHART=$CACHE/bin/cert-manager-chart-$CERTMANAGER_VERSION/cert-manager
 ESO_CHART=$CACHE/bin/eso-chart-$ESO_VERSION/external-secrets
@@ -151,7 +152,7 @@ build_cluster() {
     "$ETCD_BIN" _build_etcd
 }
 
-# build_tools helm|kube-score|trivy...: the test tools the tests run beside the cluster. A test calls it
+# build_tools helm|kube-score|trivy|registry...: the test tools the tests run beside the cluster. A test calls it
 # with the one it uses: it returns at once when built, and waits only for that one when another process
 # is building it.
 build_tools() {
@@ -163,7 +164,10 @@ build_tools() {
       kube-score) build_part "kube-score $KUBE_SCORE_VERSION" "$KUBE_SCORE_VERSION" "$KUBE_SCORE_BIN" \
         _build_goinstall "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION" ;;
       trivy) build_trivy ;;
-      *) die "build_tools: unknown tool '$t' (helm, kube-score, trivy)" ;;
+      # The distribution project's registry: a loopback OCI registry the real node pulls from by digest.
+      registry) build_part "registry $REGISTRY_VERSION" "$REGISTRY_VERSION" "$REGISTRY_BIN" \
+        _build_goinstall "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION" ;;
+      *) die "build_tools: unknown tool '$t' (helm, kube-score, trivy, registry)" ;;
     esac
   done
 }

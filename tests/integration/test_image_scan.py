@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import render
-from playbook import run_play, run_playbook, writes
+from playbook import recap, run_play, run_playbook, writes
 from test_static_checks import service_params, tool_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -178,3 +178,24 @@ def test_rollout_with_a_clean_report_or_a_reason_proceeds(cluster, namespace, tm
     off = run_playbook(cluster, "site.yml", site_vars(namespace, {
         "enabled": False, "disabled_reason": "scanned by the release pipeline"}), expect_rc=0)
     assert "Image scan skipped: scanned by the release pipeline" in off.output
+
+
+def test_rollout_runs_the_digest_the_report_scanned(cluster, namespace, tmp_path):
+    """Issue 19 item 11 through the role: the report says which digest its tag named when CI scanned it
+    (Metadata.RepoDigests); the pods run that digest, not the tag (which may have moved since), and a rerun
+    changes nothing. deploy_by_digest: false is the way back to the tag."""
+    digest = "sha256:" + "5" * 64
+    repo = IMAGE.rsplit(":", 1)[0]
+    report = tmp_path / "pinned.json"
+    report.write_text(json.dumps({"SchemaVersion": 2, "ArtifactName": IMAGE, "ArtifactType": "container_image",
+                                  "Metadata": {"RepoDigests": ["%s@%s" % (repo, digest)]},
+                                  "Results": [{"Target": IMAGE, "Class": "os-pkgs", "Vulnerabilities": []}]}))
+    scan = {"reports": {IMAGE: str(report)}}
+    run_playbook(cluster, "site.yml", site_vars(namespace, scan), expect_rc=0)
+    image = cluster.get_json("deployment", "scanned", "-n", namespace)["spec"]["template"]["spec"]["containers"][0]
+    assert image["image"] == "%s@%s" % (repo, digest)
+    again = run_playbook(cluster, "site.yml", site_vars(namespace, scan), expect_rc=0)
+    assert recap(again)["changed"] == 0, again.output[-3000:]
+    run_playbook(cluster, "site.yml", site_vars(namespace, dict(scan, deploy_by_digest=False)), expect_rc=0)
+    image = cluster.get_json("deployment", "scanned", "-n", namespace)["spec"]["template"]["spec"]["containers"][0]
+    assert image["image"] == IMAGE

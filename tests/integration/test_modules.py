@@ -271,7 +271,7 @@ def test_gpu_service_lands_on_a_gpu_node(cluster, namespace):
     (dict(resources={"gpus": 64}), "no node advertises that many"),
     (dict(backend="operator", secret_delivery={"mode": "env"}), "needs the NIMService CRD"),
     (dict(expose={"ingress": {"enabled": True, "host": "plain.example.com"}}), "refusing an Ingress without TLS"),
-    (dict(image={"repository": "nim", "pull_secrets": ["missing-pull"]}), "image.pull_secrets"),
+    (dict(image={"repository": "nim", "tag": "1", "pull_secrets": ["missing-pull"]}), "image.pull_secrets"),
 ])
 def test_service_bad_input_fails_before_any_write(cluster, namespace, overrides, needle):
     ns = namespace

@@ -266,8 +266,7 @@ def test_rotation_one_rolling_restart_zero_unavailable(cluster, node, namespace)
 
 
 def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restricted_ns):
-    """The service port answers the allowed namespace's client and refuses any other; the NIM pod's
-    egress reaches ports 53 (TCP here: DNS) and 443 only."""
+    """The service port answers the allowed namespace's client and refuses any other."""
     allowed, other = restricted_ns("allowed"), restricted_ns("other")
     deploy(cluster, namespace, new_key(), dict(allow_from=allowed))
     (pod,) = running_on_node(cluster, namespace, "nim", node)
@@ -282,34 +281,232 @@ def test_network_policy_enforced_by_kube_router(cluster, node, namespace, restri
     code, out = run_client(cluster, other, "probe", "%s:8000" % pod_ip, "--timeout", "3s")
     assert code == 1, out
 
-    # Egress: a target listening on 53, 443 and 8443 (root, to bind low ports, in a namespace of its own).
-    target_ns = "target-" + uuid.uuid4().hex[:8]
-    cluster.kubectl("create", "namespace", target_ns)
-    try:
-        target = pod_manifest("target", ["serve", "--listen", ":443"], user=0, extra_spec={"restartPolicy": "Always"})
-        container = target["spec"]["containers"][0]
-        container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
-        for port in (53, 8443):
-            target["spec"]["containers"].append(dict(container, name="c%d" % port,
-                                                     args=["serve", "--listen", ":%d" % port]))
-        create(cluster, target_ns, target)
 
-        def started():
-            status = cluster.get_json("pod", "target", "-n", target_ns).get("status", {})
-            flags = [c.get("started") for c in status.get("containerStatuses", [])]
-            return status.get("podIP") if len(flags) == 3 and all(flags) else None
-        target_ip = wait_until("the target pod to start", started)
-        # Control: without a policy in the way, both ports answer.
-        for port in (53, 443, 8443):
-            code, out = run_client(cluster, target_ns, "probe", "%s:%d" % (target_ip, port), "--timeout", "3s")
-            assert code == 0, (port, out)
-        probe = "/v1/debug/probe?addr=%s:%%d&timeout=3s" % target_ip
-        for port in (53, 443):
-            assert proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % port)["connected"] is True, port
-        refused = proxy_get(cluster, namespace, pod["metadata"]["name"], 8000, probe % 8443)
-        assert refused["connected"] is False, refused
+def _listener_pod(cluster, ns, name, ports, labels=None):
+    """A root pod (to bind low ports) answering TCP on each of `ports`; its IP once every port listens."""
+    pod_ = pod_manifest(name, ["serve", "--listen", ":%d" % ports[0]], user=0, labels=labels,
+                        extra_spec={"restartPolicy": "Always"})
+    container = pod_["spec"]["containers"][0]
+    container["securityContext"]["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+    for port in ports[1:]:
+        pod_["spec"]["containers"].append(dict(container, name="c%d" % port, args=["serve", "--listen", ":%d" % port]))
+    create(cluster, ns, pod_)
+
+    def started():
+        status = cluster.get_json("pod", name, "-n", ns).get("status", {})
+        flags = [c.get("started") for c in status.get("containerStatuses", [])]
+        return status.get("podIP") if len(flags) == len(ports) and all(flags) else None
+    return wait_until("pod %s/%s to listen" % (ns, name), started)
+
+
+def _host_listeners(addresses, port):
+    """TCP listeners on this host (the node's host) at `addresses`; returns the sockets to close."""
+    import socket
+    socks = []
+    for addr in addresses:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen(16)
+        socks.append(sock)
+
+        def accept(s=sock):
+            while True:
+                try:
+                    conn = s.accept()[0]
+                except OSError:
+                    return
+                conn.close()
+        threading.Thread(target=accept, daemon=True).start()
+    return socks
+
+
+def _outside_address(node_ip):
+    """An IPv4 address of this host outside the node's pod subnet: where "the internet" is on a machine
+    without one (traffic from a pod to it leaves the pod network through the node, as to any address)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                         check=True).stdout
+    prefix = node_ip.rsplit(".", 1)[0] + "."
+    found = [m.split("/")[0] for m in re.findall(r"inet (\S+)", out) if not m.startswith(prefix)]
+    assert found, "no address of this host outside the pod subnet:\n" + out
+    return found[0]
+
+
+LINK_LOCAL_TEST_IP = "169.254.123.1"  # stands for the metadata endpoint, added to the node's bridge for the test
+
+
+def test_network_policy_egress_dns_https_and_proxy_enforced(cluster, node, namespace):
+    """Issue 19 item 9, enforced by kube-router: the NIM pod reaches DNS only on the cluster's DNS pods (a
+    stand-in labelled as CoreDNS is: the local cluster runs none), HTTPS on an address outside the cluster
+    but not on a link-local one (a stand-in metadata endpoint) nor, once network_policy.cluster_cidrs names
+    the pod range, on a pod; with a proxy set, only the proxy. Each "no" has its control: the same address
+    answers a pod that no policy covers."""
+    node_ip = cluster.env["NIMGUARD_REAL_NODE_IP"]
+    pod_subnet = node_ip.rsplit(".", 1)[0] + ".0/24"
+    suffix = uuid.uuid4().hex[:8]
+    target_ns, dns_ns = "target-" + suffix, "dns-" + suffix
+    bridge = subprocess.run(["ip", "-o", "-4", "addr", "show", "to", node_ip], capture_output=True, text=True,
+                            check=True).stdout.split()[1]
+    outside = _outside_address(node_ip)
+    subprocess.run(["ip", "addr", "add", LINK_LOCAL_TEST_IP + "/32", "dev", bridge], check=True)
+    socks = []
+    try:
+        socks = _host_listeners([LINK_LOCAL_TEST_IP, outside], 443)
+        for ns in (target_ns, dns_ns):
+            cluster.kubectl("create", "namespace", ns)
+        target_ip = _listener_pod(cluster, target_ns, "target", [53, 443, 8443])
+        dns_ip = _listener_pod(cluster, dns_ns, "coredns", [53], labels={"k8s-app": "kube-dns"})
+        addrs = dict(dns="%s:53" % dns_ip, pod53="%s:53" % target_ip, pod443="%s:443" % target_ip,
+                     pod8443="%s:8443" % target_ip, metadata="%s:443" % LINK_LOCAL_TEST_IP, outside="%s:443" % outside)
+        # Controls: from a pod no policy covers, every address answers.
+        for what, addr in sorted(addrs.items()):
+            code, out = run_client(cluster, target_ns, "probe", addr, "--timeout", "3s")
+            assert code == 0, (what, out)
+
+        policy = {"ingress_namespace_selector": {"kubernetes.io/metadata.name": namespace},
+                  "dns_namespace_selector": {"kubernetes.io/metadata.name": dns_ns}}
+
+        def reach(pod_, what):
+            probe = "/v1/debug/probe?addr=%s&timeout=3s" % addrs[what]
+            return proxy_get(cluster, namespace, pod_["metadata"]["name"], 8000, probe)["connected"]
+
+        def expect(pod_, sync, wanted):
+            # kube-router applies a new or changed policy within seconds: wait for `sync`, an answer only the
+            # new policy gives, then read every answer.
+            wait_until("policy applied (%s: %s)" % (sync, wanted[sync]), lambda: reach(pod_, sync) is wanted[sync],
+                       timeout=60)
+            got = dict((what, reach(pod_, what)) for what in wanted)
+            assert got == wanted
+
+        key = new_key()  # the same key each time: a new one would roll the pods
+        deploy(cluster, namespace, key, dict(network_policy=policy))
+        (pod,) = running_on_node(cluster, namespace, "nim", node)
+        expect(pod, "pod8443", dict(pod8443=False, dns=True, pod53=False, metadata=False, outside=True, pod443=True))
+
+        deploy(cluster, namespace, key, dict(network_policy=dict(policy, cluster_cidrs=[pod_subnet])))
+        expect(pod, "pod443", dict(pod443=False, outside=True, dns=True, metadata=False))
+
+        deploy(cluster, namespace, key, dict(network_policy=policy,
+                                             outbound_proxy={"https_proxy": "http://%s:8443" % target_ip}))
+        (pod,) = running_on_node(cluster, namespace, "nim", node)
+        expect(pod, "pod443", dict(pod443=False, pod8443=True, outside=False, metadata=False, dns=True))
     finally:
-        cluster.kubectl("delete", "namespace", target_ns, "--wait=false", check=False)
+        for sock in socks:
+            sock.close()
+        subprocess.run(["ip", "addr", "del", LINK_LOCAL_TEST_IP + "/32", "dev", bridge], check=False)
+        for ns in (target_ns, dns_ns):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+class Registry(object):
+    """The distribution project's registry (scripts/localcluster/build.sh build_tools registry) on a free
+    loopback port, its storage and log in `folder`; images pushed over its HTTP API (the OCI distribution spec)."""
+
+    def __init__(self, binary, folder):
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.host = "127.0.0.1:%d" % self.port
+        config = folder / "config.yml"
+        config.write_text(json.dumps({"version": 0.1, "log": {"level": "info", "accesslog": {"disabled": False}},
+                                      "storage": {"filesystem": {"rootdirectory": str(folder / "data")}},
+                                      "http": {"addr": self.host}}))
+        self.log = folder / "registry.log"
+        self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=open(self.log, "w"),
+                                     stderr=subprocess.STDOUT)
+        wait_until("the registry to listen", lambda: self._get("/v2/") == 200, timeout=60)
+
+    def _get(self, path):
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen("http://%s%s" % (self.host, path), timeout=5) as resp:
+                return resp.status
+        except (urllib.error.URLError, OSError) as e:
+            return getattr(e, "code", None)
+
+    def _send(self, method, url, body=b"", headers=None):
+        import urllib.request
+        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.headers
+
+    def push(self, layout_tar, repo, tag, label):
+        """Push the OCI layout archive's image as repo:tag with one label added to its config, so that each push
+        is an image of its own (a digest containerd has never seen); returns its manifest digest."""
+        import hashlib
+        import tarfile
+        import urllib.parse
+        with tarfile.open(layout_tar) as tar:
+            def blob(digest):
+                return tar.extractfile("blobs/sha256/" + digest.split(":", 1)[1]).read()
+            index = json.loads(tar.extractfile("index.json").read())
+            manifest = json.loads(blob(index["manifests"][0]["digest"]))
+            config = json.loads(blob(manifest["config"]["digest"]))
+            config.setdefault("config", {}).setdefault("Labels", {})["io.nimguard.test"] = label
+            blobs = [blob(layer["digest"]) for layer in manifest["layers"]]
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        manifest["config"] = dict(manifest["config"], digest="sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+                                  size=len(config_bytes))
+        base = "http://%s/v2/%s" % (self.host, repo)
+        for data in blobs + [config_bytes]:
+            location = self._send("POST", base + "/blobs/uploads/")["Location"]
+            location = urllib.parse.urljoin(base, location)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            self._send("PUT", location + ("&" if "?" in location else "?") + "digest=" + digest, data,
+                       {"Content-Type": "application/octet-stream"})
+        body = json.dumps(manifest, sort_keys=True).encode()
+        self._send("PUT", "%s/manifests/%s" % (base, tag), body, {"Content-Type": manifest["mediaType"]})
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def test_images_run_by_the_digest_scanned_from_a_loopback_registry(cluster, node, namespace, tmp_path):
+    """Issue 19 item 11, end to end: the fake NIM image pushed to a local OCI registry; nim_image_scan resolves
+    the tag to its digest before the scan and Trivy reads that digest (from the registry: --image-src remote);
+    the tag is then moved to another image; nim_service runs the digest the scan returned, and the real node's
+    containerd pulls it by digest from the registry (plain HTTP on loopback, no configuration)."""
+    from test_static_checks import tool_path
+    registry_bin = tool_path("REGISTRY_BIN", "/registry", "registry")
+    trivy_bin = tool_path("TRIVY_BIN", "/trivy", "trivy")
+    paths = subprocess.run(["bash", os.path.join(ROOT, "scripts", "localcluster", "images.sh"), "build"],
+                           capture_output=True, text=True, check=True, timeout=900).stdout
+    layout = dict(line.split("=", 1) for line in paths.splitlines() if "=" in line)["IMAGES_DIR"] + "/fakenim.tar"
+    registry = Registry(registry_bin, tmp_path)
+    try:
+        repo = "%s/nim/fakenim" % registry.host
+        scanned = registry.push(layout, "nim/fakenim", "1", "scanned-" + uuid.uuid4().hex)
+        cache = tmp_path / "trivy-cache"
+        offline = ["--skip-db-update", "--skip-java-db-update", "--skip-check-update", "--skip-version-check",
+                   "--disable-telemetry", "--offline-scan", "--image-src", "remote", "--cache-dir", str(cache)]
+        svc = {"name": "nim", "image": {"repository": repo, "tag": "1"}}
+        play = run_play(cluster, [{"nimguard.k8s.nim_image_scan": {
+            "services": [svc], "trivy": trivy_bin, "trivy_args": offline, "scanners": ["secret"]}}])
+        result = play[0]
+        assert not result.get("failed"), play
+        (image,) = result["images"]
+        assert image["digest"] == scanned and image["scanned"] == "%s@%s" % (repo, scanned), image
+        assert result["service_digests"] == {"nim": scanned}, result
+
+        moved = registry.push(layout, "nim/fakenim", "1", "moved-" + uuid.uuid4().hex)  # the tag moves on
+        assert moved != scanned
+
+        deploy(cluster, namespace, new_key(), dict(image={"repository": repo, "tag": "1", "digest": scanned,
+                                                          "pull_policy": "Always"}))
+        (pod,) = running_on_node(cluster, namespace, "nim", node)
+        assert pod["spec"]["containers"][0]["image"] == "%s@%s" % (repo, scanned)
+        assert pod["status"]["containerStatuses"][0]["imageID"].endswith("@" + scanned), pod["status"]
+        # The registry's log: Trivy and the node's containerd asked for the scanned digest, never for the tag.
+        log = [line for line in registry.log.read_text().splitlines() if "http.request.useragent=" in line]
+        for agent in ("trivy/", "containerd/"):
+            mine = [line for line in log if "/v2/nim/fakenim/manifests/" in line and agent in line]
+            assert mine and all("/manifests/" + scanned in line for line in mine), (agent, mine or log[-20:])
+    finally:
+        registry.stop()
 
 
 def test_site_run_answers_through_the_service(cluster, node):

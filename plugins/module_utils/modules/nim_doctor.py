@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import checks, specs
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import ApiError, NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.labels import MANAGED_SELECTOR, TLS_IN_FRONT
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import AUTH_IN_FRONT, MANAGED_SELECTOR, TLS_IN_FRONT
 from ansible_collections.nimguard.k8s.plugins.module_utils.validate import ingress_tls_secret
 from ansible_collections.nimguard.k8s.plugins.module_utils.wait import last_warning
 
 NAME = "nim_doctor"
-ALL_CHECKS = ("secrets", "runtime", "gpu", "ca", "crds", "permissions", "tls", "certificates", "external_secrets")
+ALL_CHECKS = ("secrets", "runtime", "gpu", "ca", "crds", "permissions", "tls", "auth", "certificates",
+              "external_secrets")
 
 # What the collection writes in a NIM namespace: (group, resource, verbs)
 NEEDED = [("", "secrets", ("get", "create", "patch")), ("", "serviceaccounts", ("get", "create", "patch")),
@@ -129,6 +130,8 @@ def _run_checks(client, p, wanted, f, services, namespaces):
                 _warn_exposed(f, exposed, ns, "Ingress", name, service=name)
             _warn_exposed(f, exposed, ns, "Service", name, svc["service"].get("type"),
                           svc["service"].get("annotations"), service=name)
+        if "auth" in wanted and svc["ingress"].get("enabled"):
+            _warn_unauthenticated(f, exposed, ns, name, svc["ingress"].get("annotations"), service=name)
     if "gpu" in wanted:
         need = max([s["gpus"] for s in services] or [0])
         if need:
@@ -140,8 +143,8 @@ def _run_checks(client, p, wanted, f, services, namespaces):
                 f.add("crds", "fail", "%s is used but its CRDs (%s) are not installed" % (what, group),
                       "run the nimguard.k8s.%s role first." % ("cert_manager" if group == "cert-manager.io"
                                                                else "external_secrets"))
-    if "tls" in wanted:
-        _check_exposed(client, f, namespaces, exposed)
+    if "tls" in wanted or "auth" in wanted:
+        _check_exposed(client, f, namespaces, exposed, wanted)
     if "certificates" in wanted and client.has_api_group("cert-manager.io"):
         _check_conditions(client, f, namespaces, "cert-manager.io/v1", "Certificate", "certificates",
                           "kubectl describe certificate %(name)s -n %(ns)s; "
@@ -171,11 +174,30 @@ def _warn_exposed(f, exposed, ns, kind, name, stype=None, annotations=None, **ex
     f.add("tls", "warn", message, fix, **extra)
 
 
-def _check_exposed(client, f, namespaces, exposed):
+def _warn_unauthenticated(f, seen, ns, name, annotations, **extra):
+    """One warning per Ingress that lets anyone who reaches it use the inference API: NIM has no authentication
+    of its own."""
+    if ("auth", ns, name) in seen or set(annotations or {}) & set(AUTH_IN_FRONT):
+        return
+    seen.add(("auth", ns, name))
+    f.add("auth", "warn", "Ingress %s/%s puts the NIM inference API on the network with no authentication in front: "
+          "anyone who reaches it can use the model" % (ns, name),
+          "add authentication at the ingress controller (ingress-nginx: nginx.ingress.kubernetes.io/auth-url to an "
+          "OAuth2 proxy such as oauth2-proxy, auth-type: basic, or auth-tls-verify-client for client certificates; "
+          "Traefik: a forwardAuth/basicAuth middleware; AWS ALB: alb.ingress.kubernetes.io/auth-type: cognito|oidc), "
+          "or an API gateway or service mesh policy in front, and say so with the annotation "
+          "nimguard.io/auth-in-front: <what authenticates> in expose.ingress.annotations.", **extra)
+
+
+def _check_exposed(client, f, namespaces, exposed, wanted):
     for ns in namespaces:
         for ing in client.list(client.resource("networking.k8s.io/v1", "Ingress"), ns, MANAGED_SELECTOR):
-            if not ing.get("spec", {}).get("tls"):
+            if "tls" in wanted and not ing.get("spec", {}).get("tls"):
                 _warn_exposed(f, exposed, ns, "Ingress", ing["metadata"]["name"])
+            if "auth" in wanted:
+                _warn_unauthenticated(f, exposed, ns, ing["metadata"]["name"], ing["metadata"].get("annotations"))
+        if "tls" not in wanted:
+            continue
         for svc in client.list(client.resource("v1", "Service"), ns, MANAGED_SELECTOR):
             _warn_exposed(f, exposed, ns, "Service", svc["metadata"]["name"], svc.get("spec", {}).get("type"),
                           svc["metadata"].get("annotations"))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.registry import resolve
 from ansible_collections.nimguard.k8s.plugins.module_utils.scan import scan_images
 
 NAME = "nim_image_scan"
@@ -16,4 +17,4 @@ def _read(path):
 
 
 def run(p, task):
-    return scan_images(p, task.run_command, _read, task.find_binary, task.tmpdir)
+    return scan_images(p, task.run_command, _read, task.find_binary, task.tmpdir, resolve=resolve)

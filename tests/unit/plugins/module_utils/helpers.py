@@ -23,7 +23,7 @@ def secret(**args):
     return p
 
 
-def rules(items, allow_wildcards=False):
+def rules(items, allow_wildcards=False, allow_dangerous=False):
     """RBAC rules checked, then in the API's shape, as nim_rbac renders them."""
-    validate.rules(items, allow_wildcards)
+    validate.rules(items, allow_wildcards, allow_dangerous=allow_dangerous)
     return render.role_rules(items)

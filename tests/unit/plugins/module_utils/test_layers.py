@@ -13,7 +13,7 @@ LAYERS = [
     ("errors",),
     # options, objects and names: no HTTP
     ("labels", "redact", "kubeconfig", "validate", "specs", "pod", "render", "scan"),
-    ("client", "transport"),
+    ("client", "transport", "registry"),
     ("apply", "wait", "checks"),
     ("modules",),
     ("runner",),

@@ -164,7 +164,7 @@ def test_operator_backend_renders_nimservice():
     (dict(backend="operator", secret_delivery={"mode": "file"}), "secret_delivery.mode"),
     (dict(secret_delivery={"mode": "vault_agent", "vault": {"address": "https://v"}}), "secret_delivery.vault"),
     (dict(env=[{"name": "1BAD", "value": "x"}]), "env[0].name"),
-    (dict(image={"repository": "nim", "pull_secrets": ["Bad_Name"]}), "image.pull_secrets[0]"),
+    (dict(image={"repository": "nim", "tag": "1", "pull_secrets": ["Bad_Name"]}), "image.pull_secrets[0]"),
     (dict(rbac={"extra_rules": [{"resources": ["*"], "verbs": ["get"]}]}), "rbac.extra_rules[0]"),
 ])
 def test_bad_input_names_the_field(overrides, field):
@@ -183,8 +183,7 @@ def test_plain_http_ingress_needs_explicit_opt_out():
 def test_scc_choice_follows_the_operator():
     assert render.scc_for() == "nonroot"
     assert render.scc_for(host_path=True) == "hostmount-anyuid"
-    assert render.scc_for(proxy_ca=True) == "anyuid"
-    assert render.scc_for(True, True, "custom") == "custom"
+    assert render.scc_for(True, "custom") == "custom"
     role = by_kind(render.render_rbac("llama", "nim", openshift=True, scc="anyuid"))["Role"]
     assert role["rules"] == [{"apiGroups": ["security.openshift.io"], "resources": ["securitycontextconstraints"],
                               "resourceNames": ["anyuid"], "verbs": ["use"]}]
@@ -196,7 +195,9 @@ def test_rules_validation():
     assert ok == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
     with pytest.raises(NimError, match="unknown verb"):
         rules([{"resources": ["pods"], "verbs": ["read"]}])
-    assert rules([{"resources": ["*"], "verbs": ["*"]}], allow_wildcards=True)[0]["verbs"] == ["*"]
+    with pytest.raises(NimError, match="allow_dangerous_rules"):  # '*' includes escalate, secrets, pods/exec
+        rules([{"resources": ["*"], "verbs": ["*"]}], allow_wildcards=True)
+    assert rules([{"resources": ["*"], "verbs": ["*"]}], allow_wildcards=True, allow_dangerous=True)[0]["verbs"] == ["*"]
 
 
 def test_secrets_render():
@@ -242,7 +243,7 @@ def test_hf_token_and_custom_keys_in_every_delivery_mode():
         "hf_secret_path": "secret/data/nim/hf"}})
     objs = render.render_service(p)
     hcl = [o for o in objs if o["kind"] == "ConfigMap"][0]["data"]["init.hcl"]
-    assert hcl.count("template {") == 2 and "/var/run/secrets/nim/HF_TOKEN" in hcl and ".Data.data.hf_token" in hcl
+    assert hcl.count("template {") == 2 and "/var/run/secrets/nim/HF_TOKEN" in hcl and 'index .Data.data \\"hf_token\\"' in hcl
     env = dict((e["name"], e.get("value")) for e in pod(objs)["containers"][0]["env"])
     assert env["HF_TOKEN_FILE"] == "/var/run/secrets/nim/HF_TOKEN" and env["NGC_API_KEY_FILE"].endswith("/NGC_API_KEY")
     # With vault_agent the keys come from Vault: a Secret named by hf_secret (the role sets it on every service) is

@@ -42,7 +42,7 @@ MISCONFIG_PASS = dict(MISCONFIG_FAIL, ID="KSV-0012", AVDID="AVD-KSV-0012", Statu
 
 def params(**kw):
     p = dict(images=[IMAGE], services=[], reports={}, trivy="trivy", trivy_args=[], scanners=["vuln", "secret"],
-             severity="CRITICAL", allow_list=[])
+             severity="CRITICAL", allow_list=[], resolve_digests=True)
     p.update(kw)
     return p
 
@@ -163,18 +163,23 @@ def test_trivy_is_run_per_image_without_a_report():
         out = argv[argv.index("--output") + 1]
         files[out] = json.dumps(report([vuln("CVE-9", "zlib", "LOW")], name=argv[-1]))
         return 0, "", ""
+    resolved = {"nvcr.io/x:1": "sha256:" + "1" * 64, scan.VAULT_AGENT_IMAGE: "sha256:" + "2" * 64}
     ok = scan.scan_images(params(images=[], services=[{"name": "a", "image": {"repository": "nvcr.io/x", "tag": "1"},
                                                        "secret_delivery": {"mode": "vault_agent"}}],
                                  trivy_args=["--skip-db-update"]),
-                          run=run, read=files.__getitem__, find_binary=lambda n: "/usr/bin/trivy", tmpdir="/t")
-    assert ok["passed"] and [c[-1] for c in calls] == ["nvcr.io/x:1", scan.VAULT_AGENT_IMAGE]
+                          run=run, read=files.__getitem__, find_binary=lambda n: "/usr/bin/trivy", tmpdir="/t",
+                          resolve=resolved.__getitem__)
+    # each tag resolved first, then its digest scanned: a tag moved afterwards changes nothing that runs
+    scanned = ["nvcr.io/x@sha256:" + "1" * 64, scan.VAULT_AGENT_IMAGE.split(":", maxsplit=1)[0] + "@sha256:" + "2" * 64]
+    assert ok["passed"] and [c[-1] for c in calls] == scanned
     assert calls[0][:2] == ["/usr/bin/trivy", "image"] and "--skip-db-update" in calls[0]
+    assert ok["digests"] == resolved and ok["service_digests"] == {"a": "sha256:" + "1" * 64}
 
 
 def test_trivy_failure_is_reported_with_the_fix():
     with pytest.raises(NimError) as e:
         scan.scan_images(params(), run=lambda argv: (1, "", "FATAL unable to pull"), read=None,
-                         find_binary=lambda n: "/bin/trivy", tmpdir="/t")
+                         find_binary=lambda n: "/bin/trivy", tmpdir="/t", resolve=lambda ref: "sha256:" + "3" * 64)
     assert "trivy exited 1: FATAL unable to pull" in e.value.msg and "Fix" in e.value.msg
 
 

@@ -18,7 +18,7 @@ def test_service_keys_move_to_the_top_and_validate_like_top_level_options():
     assert "service" not in out and out["replicas"] == 2 and out["wait"] is True
     result = validator_for("nim_service").validate(out)
     assert not result.error_messages, result.error_messages
-    assert result.validated_parameters["image"]["tag"] == "latest"
+    assert result.validated_parameters["image"]["tag"] is None  # no 'latest' assumed: validate.main_image refuses it
 
 
 def test_top_level_options_win_but_an_explicit_none_does_not_erase():
