@@ -57,7 +57,7 @@ def run(p, task):
         warnings.append(rotation)
     plan = conv.plan(objs, prune)
     if p["preflight"] and plan.pending:
-        preflight(client, p, task.check_mode, warnings, consumed)
+        preflight(client, p, task.check_mode, warnings, consumed, _new_pods(plan, native))
     conv.converge(objs, prune, plan=plan)
     conv.warnings.extend(warnings)
     extra = dict(secrets_hash=secrets_hash, secret_delivery=p["secret_delivery"]["mode"],
@@ -118,10 +118,18 @@ def _secrets_hash(conv, p, warnings, consumed, uses, key_secret):
     return short_hash(hashes) if hashes and rolls else None
 
 
-def preflight(client, p, check_mode, warnings, consumed):
+def _new_pods(plan, native):
+    """checks.new_pods() for this converge's Deployment; the operator's pods: as if new."""
+    if not native:
+        return "all"
+    dep = [o for o in plan.desired if o["kind"] == "Deployment"][0]
+    return checks.new_pods(dep, plan.live(dep))
+
+
+def preflight(client, p, check_mode, warnings, consumed, new_pods="all"):
     """The cluster checks before any write (checks.py, shared with the doctor): the auth Secret's key, pull
-    Secrets, RuntimeClass, free GPUs, hostPath. `consumed`: the consumed Secrets, already read (missing ones
-    already reported by _secrets_hash)."""
+    Secrets, RuntimeClass, free GPUs (only when new pods start: checks.new_pods()), hostPath. `consumed`: the
+    consumed Secrets, already read (missing ones already reported by _secrets_hash)."""
     report = checks.Preflight(warnings)
     namespace = p["namespace"]
     for name, (field, key_field, keys) in sorted(render.secrets_consumed(p).items()):
@@ -134,7 +142,7 @@ def preflight(client, p, check_mode, warnings, consumed):
             checks.pull_secret(report, found[name], namespace, name)
     if p["runtime_class_name"]:
         checks.runtime_class(report, client, p["runtime_class_name"])
-    if p["resources"]["gpus"]:
-        checks.gpus(report, client, p["resources"]["gpus"], {(namespace, p["name"])})
+    if p["resources"]["gpus"] and new_pods:
+        checks.gpus(report, client, p["resources"]["gpus"], {(namespace, p["name"])}, surge=new_pods == "surge")
     if p["storage"]["host_path"]:
         checks.host_path(report, client, namespace)
