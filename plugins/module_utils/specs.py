@@ -214,9 +214,29 @@ SERVICE = dict(
     rollout=dict(type="dict", default={}, options=dict(max_surge=dict(type="raw", default=1))),
     preflight=dict(type="bool", default=True),
     wait=dict(type="bool", default=False),
-    wait_timeout=dict(type="int", default=600),
+    wait_timeout=dict(type="int"),
     service=dict(type="dict"),
 )
+
+# What a first start may take before the startup probe counts: scheduling and pulling a NIM image (many GB).
+PULL_SECONDS = 600
+
+
+def rollout_timeout(p):
+    """nim_service's default wait_timeout: PULL_SECONDS, then what the service's own probes allow a pod to become
+    ready (startup: initial delay + period x failure threshold; then readiness alike), for each round of a
+    rolling update (max_surge new pods at a time, maxUnavailable being 0)."""
+    seconds = PULL_SECONDS
+    for key in ("startup", "readiness"):
+        probe = p["probes"][key]
+        if probe["enabled"]:
+            seconds += probe["initial_delay_seconds"] + probe["period_seconds"] * probe["failure_threshold"]
+    surge, replicas = str(p["rollout"]["max_surge"]), max(p["replicas"], 1)
+    try:
+        per_round = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
+    except ValueError:  # the API server names what is wrong with it
+        per_round = 1
+    return seconds * -(-replicas // max(per_round, 1))
 
 
 # nim_service's `service`: a whole service as one dict (a role's loop item), so that a loop templates one
@@ -242,8 +262,10 @@ APPLY = dict(
 
 INFO = dict(
     api_version=dict(type="str", default="v1"),
-    kind=dict(type="str", required=True),
+    kind=dict(type="str"),
     name=dict(type="str"),
+    rollouts=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True),
+                                                             namespace=dict(type="str", required=True))),
     namespace=dict(type="str"),
     label_selectors=dict(type="list", elements="str", default=[]),
     wait_condition=_WAIT_CONDITION,
@@ -293,7 +315,8 @@ MODULES = dict(
     nim_apply=(_merged(CONNECTION_ARGS, dict(namespace=dict(type="str")), _STATE, APPLY),
                dict(mutually_exclusive=[["definition", "src"]], required_one_of=[["definition", "src"]])),
     nim_doctor=(_merged(CONNECTION_ARGS, _NAMESPACE, DOCTOR), {}),
-    nim_info=(_merged(CONNECTION_ARGS, INFO), {}),
+    nim_info=(_merged(CONNECTION_ARGS, INFO), dict(required_one_of=[["kind", "rollouts"]],
+                                                   mutually_exclusive=[["kind", "rollouts"]])),
     nim_image_scan=(_merged(IMAGE_SCAN), {}),
 )
 
@@ -406,6 +429,8 @@ def complete_service(p):
         image = p["image"]
         if not p["outbound_proxy"]["ca_init_image"]:
             p["outbound_proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
+        if p["wait_timeout"] is None:
+            p["wait_timeout"] = rollout_timeout(p)
         pvc = p["storage"]["pvc"]
         if pvc and not pvc["name"] and p["backend"] == "native":  # the NIM Operator names its own claim
             pvc["name"] = "%s-model-store" % p["name"]

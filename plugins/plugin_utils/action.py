@@ -24,6 +24,7 @@ import sys
 
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 # Set NIMGUARD_REMOTE_MODULE=1 to always run the module the classic way (for comparisons and debugging).
 _FORCE_MODULE = "NIMGUARD_REMOTE_MODULE"
@@ -118,7 +119,9 @@ class NimAction(ActionBase):
                     out = dict(failed=True, msg="; ".join(validated.error_messages))
                 else:
                     looping = bool(self._task.loop or self._task.loop_with)
-                    task = runner.Task(bool(self._task.check_mode), bool(self._task.diff), reuse=looping)
+                    host = (task_vars or {}).get("inventory_hostname", "localhost")
+                    task = runner.Task(bool(self._task.check_mode), bool(self._task.diff), reuse=looping,
+                                       progress=lambda line: Display().display("%s | %s" % (host, line)))
                     ok, out = runner.run(logic, validated.validated_parameters, task)
                     if not ok:
                         out["failed"] = True

@@ -62,8 +62,11 @@ def run(p, task):
     conv.warnings.extend(warnings)
     extra = dict(secrets_hash=secrets_hash, secret_delivery=p["secret_delivery"]["mode"],
                  endpoint="http://%s.%s.svc:%s" % (name, namespace, p["expose"]["service"]["port"]))
+    if native:  # what nim_rollout waits for, all services together, after applying them all
+        extra.update(wait_for=dict(name=name, namespace=namespace), wait_timeout=p["wait_timeout"])
     if p["wait"] and not task.check_mode and native:
-        extra["rollout"] = wait.rollout_status(wait.rollout(client, namespace, name, p["wait_timeout"]))
+        extra["rollout"] = wait.rollout_status(wait.rollout(client, namespace, name, p["wait_timeout"],
+                                                            progress=task.progress))
     return conv.result(**extra)
 
 
