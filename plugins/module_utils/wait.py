@@ -158,8 +158,8 @@ def _container_phase(pod, cs, container):
                 "%s s from the container's start: a model download can take that long). Fix: raise wait_timeout, "
                 "or look at `kubectl logs -n %s %s -c %s`." % (name, cs["name"], allowed, namespace, name, cs["name"]))
     return ("readiness probe: pod %s container %s is running but not ready (its readiness probe fails). Look at "
-            "`kubectl describe pod %s -n %s` and the probe's path (probes.readiness)." % (name, cs["name"], name,
-                                                                                       namespace))
+            "`kubectl describe pod %s -n %s` and the probe's path (probes.readiness)."
+            % (name, cs["name"], name, namespace))
 
 
 def condition(client, obj, ctype, cstatus, deadline):

@@ -35,8 +35,8 @@ def test_option_and_alias_warning_reads_the_same(cluster, namespace):
     ca = os.path.join(cluster.state, "pki", "ca.crt")
     if not os.path.exists(ca):
         pytest.skip("no CA file in the cluster's state folder")
-    runs = both(cluster, {"nimguard.k8s.nim_info": {"kind": "ConfigMap", "namespace": namespace, "ca_cert": ca,
-                                                   "ssl_ca_cert": ca}})
+    task = {"kind": "ConfigMap", "namespace": namespace, "ca_cert": ca, "ssl_ca_cert": ca}
+    runs = both(cluster, {"nimguard.k8s.nim_info": task})
     warnings = dict((path, r[0].get("warnings")) for path, r in runs.items())
     assert warnings["module"] == ["Both option ca_cert and its alias ssl_ca_cert are set."], warnings
     assert warnings["action plugin"] == warnings["module"], warnings
