@@ -13,7 +13,7 @@ import copy
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import validate
+from ansible_collections.nimguard.k8s.plugins.module_utils import pod, validate
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.kubeconfig import CONNECTION_ARGS
 
@@ -218,26 +218,6 @@ SERVICE = dict(
     service=dict(type="dict"),
 )
 
-# What a first start may take before the startup probe counts: scheduling and pulling a NIM image (many GB).
-PULL_SECONDS = 600
-
-
-def rollout_timeout(p):
-    """nim_service's default wait_timeout: PULL_SECONDS, then what the service's own probes allow a pod to become
-    ready (startup: initial delay + period x failure threshold; then readiness alike), for each round of a
-    rolling update (max_surge new pods at a time, maxUnavailable being 0)."""
-    seconds = PULL_SECONDS
-    for key in ("startup", "readiness"):
-        probe = p["probes"][key]
-        if probe["enabled"]:
-            seconds += probe["initial_delay_seconds"] + probe["period_seconds"] * probe["failure_threshold"]
-    surge, replicas = str(p["rollout"]["max_surge"]), max(p["replicas"], 1)
-    try:
-        per_round = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
-    except ValueError:  # the API server names what is wrong with it
-        per_round = 1
-    return seconds * -(-replicas // max(per_round, 1))
-
 
 # nim_service's `service`: a whole service as one dict (a role's loop item), so that a loop templates one
 # expression per item instead of one per option (ansible-core compiles each templated option anew for
@@ -430,7 +410,7 @@ def complete_service(p):
         if not p["outbound_proxy"]["ca_init_image"]:
             p["outbound_proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
         if p["wait_timeout"] is None:
-            p["wait_timeout"] = rollout_timeout(p)
+            p["wait_timeout"] = pod.rollout_timeout(p)
         pvc = p["storage"]["pvc"]
         if pvc and not pvc["name"] and p["backend"] == "native":  # the NIM Operator names its own claim
             pvc["name"] = "%s-model-store" % p["name"]

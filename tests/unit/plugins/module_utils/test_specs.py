@@ -2,7 +2,8 @@
 
 import pytest
 
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import expand_service, rollout_timeout, validator_for
+from ansible_collections.nimguard.k8s.plugins.module_utils.pod import rollout_timeout
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import expand_service, validator_for
 
 from .helpers import service
 
