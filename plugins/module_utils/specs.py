@@ -13,7 +13,7 @@ import copy
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import pod, validate
+from ansible_collections.nimguard.k8s.plugins.module_utils import validate
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.kubeconfig import CONNECTION_ARGS
 
@@ -409,8 +409,6 @@ def complete_service(p):
         image = p["image"]
         if not p["outbound_proxy"]["ca_init_image"]:
             p["outbound_proxy"]["ca_init_image"] = "%s:%s" % (image["repository"], image["tag"])
-        if p["wait_timeout"] is None:
-            p["wait_timeout"] = pod.rollout_timeout(p)
         pvc = p["storage"]["pvc"]
         if pvc and not pvc["name"] and p["backend"] == "native":  # the NIM Operator names its own claim
             pvc["name"] = "%s-model-store" % p["name"]

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs, wait
+from ansible_collections.nimguard.k8s.plugins.module_utils import checks, pod, render, specs, wait
 from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, hash_key, prune_scope
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import HASH_KEY_SECRET
@@ -18,6 +18,8 @@ SECRET = ("v1", "Secret")
 
 def run(p, task):
     p = specs.complete_service(p)
+    if p["wait_timeout"] is None:  # derived from the probes, so a first model download is not cut short
+        p["wait_timeout"] = pod.rollout_timeout(p)
     name, namespace, native = p["name"], p["namespace"], p["backend"] == "native"
     with_rbac = native and p["rbac"]["create"]
     client = task.client(p)

@@ -55,7 +55,6 @@ def test_service_must_be_a_dict():
 def test_default_wait_timeout_derives_from_the_probes():
     """600 s for the pull, the startup probe's delay + period x threshold, the readiness probe's, per surge round."""
     assert rollout_timeout(service()) == 600 + 10 + 10 * 180 + 5 * 3
-    assert service()["wait_timeout"] == 2425 and service(wait_timeout=60)["wait_timeout"] == 60
     no_startup = service(probes={"startup": {"enabled": False}})
     assert rollout_timeout(no_startup) == 600 + 15
     assert rollout_timeout(service(replicas=3)) == 3 * 2425  # one surge pod at a time
