@@ -309,6 +309,10 @@ class Plan(object):
         self.pending = bool(extra) or any(found.get(_key(o)) is None or not _unchanged(o, found[_key(o)])
                                           for o in desired)
 
+    def live(self, obj):
+        """The live copy of a desired object, or None."""
+        return self.found.get(_key(obj))
+
 
 def _unchanged(desired, live):
     want_hash = desired["metadata"]["annotations"][HASH_ANNOTATION]

@@ -11,7 +11,7 @@ The calls with literal messages are what tools/docs.py lists in docs/troubleshoo
 
 from __future__ import annotations
 
-from ansible_collections.nimguard.k8s.plugins.module_utils.apply import translate
+from ansible_collections.nimguard.k8s.plugins.module_utils.apply import is_subset, translate
 from ansible_collections.nimguard.k8s.plugins.module_utils.client import parallel
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import ApiError, NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import INSTANCE, MANAGED_BY, MANAGER, POD_SECURITY_ENFORCE
@@ -120,9 +120,23 @@ def host_path(report, client, namespace, field="storage.host_path"):
                    "%s=privileged." % POD_SECURITY_ENFORCE, field=field)
 
 
-def gpus(report, client, need, services=(), field="resources.gpus"):
+def new_pods(desired, live):
+    """Which pods converging a Deployment starts, for the GPU check: "all" when it is new, "surge" when its pod
+    template changes or it grows (maxUnavailable is 0, so each new pod starts beside the running ones, which keep
+    their GPUs until it is ready: rollout.max_surge at a time), None when no pod starts (a rerun, or a change to
+    other objects or to the Deployment's own metadata), so that a rerun never needs a free GPU."""
+    if live is None:
+        return "all"
+    want, have = desired.get("spec") or {}, live.get("spec") or {}
+    if want.get("replicas", 1) > have.get("replicas", 1) or not is_subset(want.get("template"), have.get("template")):
+        return "surge"
+    return None
+
+
+def gpus(report, client, need, services=(), field="resources.gpus", surge=False):
     """Some node has `need` free GPUs: allocatable minus what the other pods on it request. The pods of
-    `services` ((namespace, name) pairs, the ones being checked) are not other pods: a rollout replaces them."""
+    `services` ((namespace, name) pairs, the ones being checked) are not other pods: a rollout replaces them.
+    `surge`: a rolling update is about to start new pods beside those pods, so they still hold their GPUs."""
     try:
         nodes = client.list(client.resource("v1", "Node"))
     except ApiError as e:
@@ -131,8 +145,9 @@ def gpus(report, client, need, services=(), field="resources.gpus"):
         report.add("gpu", "warn", "could not list nodes to look for free GPUs (forbidden)", field=field)
         return
     nodes = [n for n in nodes if _count((n.get("status", {}).get("allocatable") or {}).get(GPU))]
+    others = () if surge else services
     try:
-        used = parallel(lambda n: _gpus_requested(client, n["metadata"]["name"], services), nodes)
+        used = parallel(lambda n: _gpus_requested(client, n["metadata"]["name"], others), nodes)
     except ApiError as e:
         if e.status != 403:
             raise
@@ -140,9 +155,18 @@ def gpus(report, client, need, services=(), field="resources.gpus"):
                    "GPUs only", field=field)
         used = [0] * len(nodes)
     best = max([_count(n["status"]["allocatable"][GPU]) - u for n, u in zip(nodes, used)] or [0])
-    if best < need:
-        report.add("gpu", "fail", "%d GPU(s) requested per pod, but no node advertises that many free nvidia.com/gpu "
-                   "(allocatable minus what other pods request; most free on one node: %d)" % (need, best),
+    if best >= need:
+        return
+    if surge:
+        report.add("gpu", "fail", "%d GPU(s) requested per pod, but no node has that many free nvidia.com/gpu for "
+                   "the rolling update's new pod, which starts beside the running ones before they stop (most free "
+                   "on one node, the service's own pods counted: %d)" % (need, best),
+                   "free GPUs or add GPU nodes before changing the pods, or scale the service to 0 replicas first "
+                   "(its pods then start anew).", field=field)
+    else:
+        report.add("gpu", "fail", "%d GPU(s) requested per pod, but no node advertises that many free "
+                   "nvidia.com/gpu (allocatable minus what other pods request; most free on one node: %d)"
+                   % (need, best),
                    "add GPU nodes with the NVIDIA device plugin (GPU Operator), free GPUs, or lower resources.gpus.",
                    field=field)
 

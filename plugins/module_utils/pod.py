@@ -311,3 +311,24 @@ def _vault_agent(p, vault, mount, extra):
     if vault["refresh"]:
         out.append(agent("vault-agent", "sidecar.hcl", sidecar=True))
     return out
+
+
+# What a first start may take before the startup probe counts: scheduling and pulling a NIM image (many GB).
+PULL_SECONDS = 600
+
+
+def rollout_timeout(p):
+    """nim_service's default wait_timeout: PULL_SECONDS, then what the service's own probes allow a pod to become
+    ready (startup: initial delay + period x failure threshold; then readiness alike), for each round of a
+    rolling update (max_surge new pods at a time, maxUnavailable being 0)."""
+    seconds = PULL_SECONDS
+    for key in ("startup", "readiness"):
+        probe = p["probes"][key]
+        if probe["enabled"]:
+            seconds += probe["initial_delay_seconds"] + probe["period_seconds"] * probe["failure_threshold"]
+    surge, replicas = str(p["rollout"]["max_surge"]), max(p["replicas"], 1)
+    try:
+        per_round = -(-replicas * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge)
+    except ValueError:  # the API server names what is wrong with it
+        per_round = 1
+    return seconds * -(-replicas // max(per_round, 1))

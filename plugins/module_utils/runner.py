@@ -25,9 +25,10 @@ class Task(object):
     """What a module's logic needs from the call besides its options: check and diff mode, the cluster
     client, and (nim_image_scan) the host's commands and a private temporary folder."""
 
-    def __init__(self, check_mode=False, diff=False, reuse=False, module=None):
+    def __init__(self, check_mode=False, diff=False, reuse=False, module=None, progress=None):
         self.check_mode, self.diff, self.reuse = check_mode, diff, reuse
         self._module = module
+        self._progress = progress
         self._tmpdir = None
         self.clients = []
 
@@ -43,6 +44,11 @@ class Task(object):
         for client in self.clients:
             out.extend(w for w in client.warnings if w not in out)
         return out
+
+    def progress(self, line):
+        """A line on how a long wait stands: displayed by the action plugin; a module has nowhere to print it."""
+        if self._progress:
+            self._progress(line)
 
     def run_command(self, argv):
         """(rc, stdout, stderr) of a command on the host the task runs on."""

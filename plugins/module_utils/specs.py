@@ -215,7 +215,7 @@ SERVICE = dict(
     rollout=dict(type="dict", default={}, options=dict(max_surge=dict(type="raw", default=1))),
     preflight=dict(type="bool", default=True),
     wait=dict(type="bool", default=False),
-    wait_timeout=dict(type="int", default=600),
+    wait_timeout=dict(type="int"),
     service=dict(type="dict"),
 )
 
@@ -243,8 +243,10 @@ APPLY = dict(
 
 INFO = dict(
     api_version=dict(type="str", default="v1"),
-    kind=dict(type="str", required=True),
+    kind=dict(type="str"),
     name=dict(type="str"),
+    rollouts=dict(type="list", elements="dict", options=dict(name=dict(type="str", required=True),
+                                                             namespace=dict(type="str", required=True))),
     namespace=dict(type="str"),
     label_selectors=dict(type="list", elements="str", default=[]),
     wait_condition=_WAIT_CONDITION,
@@ -295,7 +297,8 @@ MODULES = dict(
     nim_apply=(_merged(CONNECTION_ARGS, dict(namespace=dict(type="str")), _STATE, APPLY),
                dict(mutually_exclusive=[["definition", "src"]], required_one_of=[["definition", "src"]])),
     nim_doctor=(_merged(CONNECTION_ARGS, _NAMESPACE, DOCTOR), {}),
-    nim_info=(_merged(CONNECTION_ARGS, INFO), {}),
+    nim_info=(_merged(CONNECTION_ARGS, INFO), dict(required_one_of=[["kind", "rollouts"]],
+                                                   mutually_exclusive=[["kind", "rollouts"]])),
     nim_image_scan=(_merged(IMAGE_SCAN), {}),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.client import parallel
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import ApiError, NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import selector
 
@@ -17,33 +18,67 @@ from ansible_collections.nimguard.k8s.plugins.module_utils.labels import selecto
 STATUSLESS = ("ConfigMap", "Secret", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
               "ClusterRoleBinding", "Namespace")
 
+# A long wait says how it stands at least this often (the action plugin displays it; a module cannot).
+PROGRESS_EVERY = 20
 
-def rollout(client, namespace, name, timeout, sleep=time.sleep):
+
+def rollout(client, namespace, name, timeout, sleep=time.sleep, progress=None):
     """Wait until a Deployment has all replicas updated and available; on timeout say why not."""
+    return rollouts(client, [(namespace, name)], timeout, sleep, progress)[0]
+
+
+def rollouts(client, targets, timeout, sleep=time.sleep, progress=None):
+    """Wait for the rollouts of several Deployments ((namespace, name) pairs) together, so that services applied
+    one after the other start their pods at the same time; `progress(line)` hears how it stands every
+    PROGRESS_EVERY seconds. Returns the Deployments; on timeout (or a rollout that cannot go on) names each
+    unfinished one and the phase its pods are in."""
     res = client.resource("apps/v1", "Deployment")
-    deadline = time.monotonic() + timeout
-    dep = None
+    started = time.monotonic()
+    deadline, report_at = started + timeout, started + PROGRESS_EVERY
+    last, done, stuck = {}, set(), set()
     while True:
-        try:
-            dep = client.get(res, namespace, name)
-        except NimError as e:
-            if not e.details.get("unreachable"):
-                raise
-            raise NimError("Deployment %s/%s: the API server stopped answering while waiting for the rollout (%s). "
-                           "What was applied stays applied. Fix: once the API server answers again, rerun (it "
-                           "changes nothing already done and waits again), or run `kubectl rollout status "
-                           "deployment/%s -n %s`." % (namespace, name, e, name, namespace), unreachable=True)
-        if dep is None:
-            raise NimError("Deployment %s/%s disappeared while waiting for its rollout." % (namespace, name))
-        if rollout_complete(dep):
-            return dep
-        stuck = _admission_failure(dep)
-        if stuck or time.monotonic() >= deadline:
+        pending = [t for t in targets if t not in done]
+        last.update(zip(pending, parallel(lambda t: _deployment(client, res, t), pending)))
+        done.update(t for t in pending if rollout_complete(last[t]))
+        stuck.update(t for t in pending if t not in done and _admission_failure(last[t]))
+        now = time.monotonic()
+        if len(done) == len(targets):
+            return [last[t] for t in targets]
+        if stuck or now >= deadline:
             break
+        if progress and now >= report_at:
+            report_at = now + PROGRESS_EVERY
+            waiting = [t for t in targets if t not in done]
+            progress("waited %ds of %ss; %d of %d rollout(s) not finished: %s" % (
+                now - started, timeout, len(waiting), len(targets),
+                ", ".join("%s/%s (%s of %s ready)" % (t[0], t[1], (last[t].get("status") or {}).get(
+                    "readyReplicas", 0), last[t].get("spec", {}).get("replicas", 1)) for t in waiting)))
         sleep(1.0)
-    reason = stuck or why_not_ready(client, dep)
-    raise NimError("Deployment %s/%s did not finish its rollout within %ss: %s" % (namespace, name, timeout, reason),
-                   rollout=rollout_status(dep))
+    unfinished = [t for t in targets if t not in done]
+    reasons = [_admission_failure(last[t]) if t in stuck else why_not_ready(client, last[t]) for t in unfinished]
+    if len(targets) == 1:
+        raise NimError("Deployment %s/%s did not finish its rollout within %ss: %s"
+                       % (targets[0][0], targets[0][1], timeout, reasons[0]), rollout=rollout_status(last[targets[0]]))
+    raise NimError("%d of %d Deployments did not finish their rollouts within %ss:\n%s" % (
+        len(unfinished), len(targets), timeout,
+        "\n".join("- Deployment %s/%s: %s" % (t[0], t[1], r) for t, r in zip(unfinished, reasons))),
+        rollouts=dict(("%s/%s" % t, rollout_status(last[t])) for t in unfinished))
+
+
+def _deployment(client, res, target):
+    namespace, name = target
+    try:
+        dep = client.get(res, namespace, name)
+    except NimError as e:
+        if not e.details.get("unreachable"):
+            raise
+        raise NimError("Deployment %s/%s: the API server stopped answering while waiting for the rollout (%s). "
+                       "What was applied stays applied. Fix: once the API server answers again, rerun (it "
+                       "changes nothing already done and waits again), or run `kubectl rollout status "
+                       "deployment/%s -n %s`." % (namespace, name, e, name, namespace), unreachable=True)
+    if dep is None:
+        raise NimError("Deployment %s/%s disappeared while waiting for its rollout." % (namespace, name))
+    return dep
 
 
 def rollout_complete(dep):
@@ -63,13 +98,14 @@ def rollout_status(dep):
 def _admission_failure(dep):
     for cond in dep.get("status", {}).get("conditions", []):
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
-            return ("pods cannot be created: %s. Fix: make the pod spec satisfy the namespace's Pod Security level "
+            return ("admission: pods cannot be created: %s. Fix: make the pod spec satisfy the namespace's Pod Security level "
                     "and that every RuntimeClass/ServiceAccount it names exists." % cond.get("message"))
     return None
 
 
 def why_not_ready(client, dep):
-    """Turn pod states into the reason a user needs: unschedulable, image pull, config, crash."""
+    """Turn pod states into the reason a user needs, led by the phase each pod is stuck in: unschedulable, image
+    pull, container config, crash, startup probe, readiness probe."""
     pods = client.list(client.resource("v1", "Pod"), dep["metadata"]["namespace"],
                        selector(dep["spec"]["selector"].get("matchLabels", {})))
     reasons = []
@@ -81,28 +117,49 @@ def why_not_ready(client, dep):
                 hint = (" Fix: no node has free nvidia.com/gpu or matches node_selector/tolerations; add GPU nodes "
                         "or lower resources.gpus." if "nvidia.com/gpu" in msg else
                         " Fix: check resources, node_selector and tolerations.")
-                reasons.append("pod %s is unschedulable: %s.%s" % (name, msg, hint))
+                reasons.append("unschedulable: pod %s cannot be placed on a node: %s.%s" % (name, msg, hint))
+        probes = dict((c["name"], c) for c in (pod.get("spec") or {}).get("containers") or [])
         statuses = pod.get("status", {}).get("initContainerStatuses", []) + pod.get("status", {}).get(
             "containerStatuses", [])
         for cs in statuses:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            why = waiting.get("reason")
-            if why in ("ErrImagePull", "ImagePullBackOff"):
-                reasons.append("pod %s cannot pull image %s (%s). Fix: check image.repository/tag and that "
-                               "image.pull_secrets names an existing registry Secret for that registry."
-                               % (name, cs.get("image"), waiting.get("message", why)))
-            elif why in ("CreateContainerConfigError", "CreateContainerError"):
-                reasons.append("pod %s container %s cannot start: %s. Fix: create the Secret/ConfigMap it names."
-                               % (name, cs.get("name"), waiting.get("message", why)))
-            elif why == "CrashLoopBackOff":
-                reasons.append("pod %s container %s keeps crashing (restarts: %s). Look at `kubectl logs -n %s %s "
-                               "-c %s --previous`." % (name, cs.get("name"), cs.get("restartCount"),
-                                                       dep["metadata"]["namespace"], name, cs.get("name")))
-            elif not cs.get("ready") and (cs.get("state") or {}).get("running"):
-                reasons.append("pod %s container %s is running but not ready (readiness probe)." % (name, cs["name"]))
+            reason = _container_phase(pod, cs, probes.get(cs.get("name")))
+            if reason:
+                reasons.append(reason)
     if not pods:
         reasons.append("no pods exist for it yet (status: %s)" % rollout_status(dep))
     return " ".join(reasons) or "replicas not yet available (status: %s)" % rollout_status(dep)
+
+
+def _container_phase(pod, cs, container):
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    waiting = (cs.get("state") or {}).get("waiting") or {}
+    why = waiting.get("reason")
+    if why in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"):
+        return ("image pull: pod %s cannot pull image %s (%s). Fix: check image.repository/tag and that "
+                "image.pull_secrets names an existing registry Secret for that registry."
+                % (name, cs.get("image"), waiting.get("message", why)))
+    if why in ("ContainerCreating", "PodInitializing"):
+        return ("image pull: pod %s container %s is not started yet (%s: a large image is still being pulled, or its "
+                "volumes mounted). Fix: raise wait_timeout for a first pull, or look at `kubectl describe pod %s -n %s`."
+                % (name, cs.get("name"), why, name, namespace))
+    if why in ("CreateContainerConfigError", "CreateContainerError"):
+        return ("container config: pod %s container %s cannot start: %s. Fix: create the Secret/ConfigMap it names."
+                % (name, cs.get("name"), waiting.get("message", why)))
+    if why == "CrashLoopBackOff":
+        return ("crash: pod %s container %s keeps crashing (restarts: %s). Look at `kubectl logs -n %s %s -c %s "
+                "--previous`." % (name, cs.get("name"), cs.get("restartCount"), namespace, name, cs.get("name")))
+    if cs.get("ready") or not (cs.get("state") or {}).get("running"):
+        return None
+    startup = (container or {}).get("startupProbe")
+    if startup and cs.get("started") is False:
+        allowed = (startup.get("initialDelaySeconds", 0)
+                   + startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3))
+        return ("startup probe: pod %s container %s is running but has not passed its startup probe yet (it allows "
+                "%s s from the container's start: a model download can take that long). Fix: raise wait_timeout, "
+                "or look at `kubectl logs -n %s %s -c %s`." % (name, cs["name"], allowed, namespace, name, cs["name"]))
+    return ("readiness probe: pod %s container %s is running but not ready (its readiness probe fails). Look at "
+            "`kubectl describe pod %s -n %s` and the probe's path (probes.readiness)."
+            % (name, cs["name"], name, namespace))
 
 
 def condition(client, obj, ctype, cstatus, deadline):

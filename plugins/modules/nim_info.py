@@ -22,9 +22,8 @@ options:
     type: str
     default: v1
   kind:
-    description: Kind, for example V(Deployment).
+    description: Kind, for example V(Deployment). Required unless O(rollouts) is given.
     type: str
-    required: true
   name:
     description: Name of one object; leave out to list.
     type: str
@@ -36,6 +35,26 @@ options:
     type: list
     elements: str
     default: []
+  rollouts:
+    description:
+      - Deployments whose rollouts to wait for, together (all replicas updated and available), instead of reading
+        objects of a O(kind). The M(nimguard.k8s.nim_rollout) role waits this way for all its services after
+        applying them all, so that their pods start at the same time.
+      - The action plugin displays a progress line at least every 20 seconds (a module on another host cannot).
+        On timeout the error names each unfinished Deployment and the phase its pods are in (unschedulable, image
+        pull, startup probe, readiness probe, admission).
+      - O(wait_timeout) bounds the whole wait.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Deployment name.
+        type: str
+        required: true
+      namespace:
+        description: Its namespace.
+        type: str
+        required: true
   wait_condition:
     description:
       - With O(name), wait until the object exists and has this condition - read-only, for objects another tool
@@ -67,6 +86,13 @@ EXAMPLES = r'''
     namespace: nim-service
     wait_condition: {type: Ready, status: "True"}
     wait_timeout: 60
+
+- name: Wait for two services' rollouts together, with a progress line every 20 seconds
+  nimguard.k8s.nim_info:
+    rollouts:
+      - {name: llama-3-8b, namespace: nim-service}
+      - {name: embedqa, namespace: nim-service}
+    wait_timeout: 1800
 '''
 
 RETURN = r'''
@@ -79,6 +105,10 @@ exists:
   description: Whether anything was found.
   returned: always
   type: bool
+rollouts:
+  description: With O(rollouts), each Deployment's replica counts once its rollout finished, by C(namespace/name).
+  returned: when rollouts is given
+  type: dict
 '''
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.modules import nim_info

@@ -635,9 +635,15 @@ options:
     type: bool
     default: false
   wait_timeout:
-    description: Seconds to wait; on timeout the error says why (unschedulable, image pull, admission, probes).
+    description:
+      - Seconds to wait for the rollout. On timeout the error names the phase the pods are in (unschedulable, image
+        pull, container config, crash, startup probe, readiness probe, admission) and what to do.
+      - Unset, it derives from the service's own probes, so a first model download is not cut short while the
+        startup probe still allows it - 600 seconds for scheduling and the image pull, plus the startup probe's
+        C(initial_delay_seconds + period_seconds x failure_threshold), plus the readiness probe's alike; times the
+        rounds of a rolling update (O(replicas) / O(rollout.max_surge), rounded up). With the default probes and one
+        replica, 600 + 1810 + 15 = 2425 seconds.
     type: int
-    default: 600
   service:
     description:
       - All of a service's options as one dict, as a list of services holds them - every option of this module except
@@ -753,6 +759,16 @@ objects:
   sample:
     - {apiVersion: apps/v1, kind: Deployment, name: llama-3-8b, namespace: nim-service, action: updated}
     - {apiVersion: networking.k8s.io/v1, kind: Ingress, name: llama-3-8b, namespace: nim-service, action: deleted}
+wait_for:
+  description: The Deployment to wait for (native backend, state present), as M(nimguard.k8s.nim_info)'s O(nimguard.k8s.nim_info#module:rollouts) takes it.
+  returned: when backend is native and state is present
+  type: dict
+  sample: {name: llama-3-8b, namespace: nim-service}
+wait_timeout:
+  description: The wait limit in seconds (O(wait_timeout), or the one derived from the probes), whether or not it waited.
+  returned: when backend is native and state is present
+  type: int
+  sample: 2425
 secrets_hash:
   description:
     - Keyed content hash of the Secrets the pods consume, on the pod template (O(restart_on_rotation) only).

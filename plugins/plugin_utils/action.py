@@ -23,7 +23,9 @@ import subprocess
 import sys
 
 from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 # Set NIMGUARD_REMOTE_MODULE=1 to always run the module the classic way (for comparisons and debugging).
 _FORCE_MODULE = "NIMGUARD_REMOTE_MODULE"
@@ -115,13 +117,16 @@ class NimAction(ActionBase):
                 validated = specs.validator_for(self.MODULE).validate(args)
                 no_log_values = validated._no_log_values
                 if validated.error_messages:
-                    out = dict(failed=True, msg="; ".join(validated.error_messages))
+                    out = dict(failed=True, msg=self._argument_error(validated))
                 else:
                     looping = bool(self._task.loop or self._task.loop_with)
-                    task = runner.Task(bool(self._task.check_mode), bool(self._task.diff), reuse=looping)
+                    host = (task_vars or {}).get("inventory_hostname", "localhost")
+                    task = runner.Task(bool(self._task.check_mode), bool(self._task.diff), reuse=looping,
+                                       progress=lambda line: Display().display("%s | %s" % (host, line)))
                     ok, out = runner.run(logic, validated.validated_parameters, task)
                     if not ok:
                         out["failed"] = True
+                out = self._argument_notes(validated, out)
         except Exception as e:  # pylint: disable=broad-except
             # runner.run catches the module's own failures; this is the rest (the task's environment, the spec
             # check), which Ansible would print as "Unexpected failure during task execution: <its text>".
@@ -129,3 +134,24 @@ class NimAction(ActionBase):
                                                    msg=module_utils("errors").unexpected(e, "in " + self.MODULE)))
         result.update(remove_values(out, no_log_values))
         return result
+
+    def _argument_error(self, validated):
+        """The error AnsibleModule fails with on the module path, word for word: its first error, and ansible-core's
+        prefix for an unknown option."""
+        msg = validated.errors.msg
+        if isinstance(validated.errors[0], UnsupportedError):
+            msg = "Unsupported parameters for (nimguard.k8s.%s) module: %s" % (self.MODULE, msg)
+        return msg
+
+    @staticmethod
+    def _argument_notes(validated, out):
+        """What ansible-core's ModuleArgumentSpecValidator tells on the module path besides errors: an option set
+        together with its alias (a warning) and deprecated options or aliases (deprecations)."""
+        warnings = ["Both option %s and its alias %s are set." % (w["option"], w["alias"]) for w in validated._warnings]
+        deprecations = [dict((k, d.get(k)) for k in ("msg", "version", "date", "collection_name"))
+                        for d in validated._deprecations]
+        if warnings:
+            out = dict(out, warnings=warnings + list(out.get("warnings") or []))
+        if deprecations:
+            out = dict(out, deprecations=deprecations + list(out.get("deprecations") or []))
+        return out

@@ -9,6 +9,10 @@ Prints figures; asserts nothing. Every comparison is a ratio of runs paired in t
 (b) kubectl apply --server-side of the same rendered objects (one kubectl per service)
 (c) kubernetes.core.k8s: one task per object, and one task per service holding all its objects
 (d) a playbook with one ansible.builtin.ping task: Ansible's fixed cost
+
+--start-delay S (instead): the nim_rollout role's converge and wait for 1 service, then 10, whose pods become ready S seconds
+after they start (the fake NIM's FAKENIM_STARTUP_DELAY on the local cluster's real node): the role applies them all
+before waiting for all together, so 10 should take little more than 1.
 """
 
 import argparse
@@ -26,6 +30,12 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 IMAGE = {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"}
 KEY = "nvapi-bench-" + "0" * 40
 CONTENDERS = ["a_nimguard", "b_kubectl", "c_core_per_service", "c_core_per_object", "d_ping"]
+# The fake NIM image on the real node (scripts/localcluster/testimages), with probes every second.
+FAKE_NIM = {"repository": "docker.io/local/fakenim", "tag": "1", "pull_policy": "Never"}
+REAL_NODE = "nimguard.io/real-node"
+FAST_PROBES = {"startup": {"initial_delay_seconds": 0, "period_seconds": 1, "failure_threshold": 300,
+                           "timeout_seconds": 5},
+               "readiness": {"period_seconds": 1, "failure_threshold": 3, "timeout_seconds": 5}}
 
 
 def ansible_version():
@@ -182,6 +192,40 @@ class Bench(object):
             "field_manager": "bench-core"}, "definition": objs}} for objs in objects_per_service]
         return [self.play(tasks, "core-svc-%s.json" % ns)]
 
+    def slow_starts(self, n, ns):
+        """nim_rollout with n services whose pods become ready --start-delay seconds after they start."""
+        services = [{"name": "slow-%02d" % i, "image": FAKE_NIM, "probes": FAST_PROBES,
+                     "env": [{"name": "FAKENIM_STARTUP_DELAY", "value": "%ds" % self.args.start_delay}],
+                     "secret_delivery": {"mode": "file", "export_env": False},
+                     "node_selector": {REAL_NODE: "true"},
+                     "tolerations": [{"key": REAL_NODE, "operator": "Equal", "value": "true", "effect": "NoSchedule"}]}
+                    for i in range(n)]
+        return [self.play([{"ansible.builtin.include_role": {"name": "nimguard.k8s.nim_rollout"}, "vars": {
+            "nim_rollout_namespace": ns, "nim_rollout_manage_namespace": False, "nim_rollout_doctor": False,
+            "nim_rollout_registry_secret": False, "nim_rollout_ngc_api_key": KEY, "nim_rollout_wait_timeout": 300,
+            "nim_rollout_image_scan": {"enabled": False, "disabled_reason": "benchmark: the local fake NIM image"},
+            "nim_rollout_services": services}}], "slow-%s.json" % ns)]
+
+    def run_slow_starts(self, sizes):
+        """Paired runs of each size in a fresh namespace; the medians and the ratio of the largest to the smallest."""
+        if not self.env.get("NIMGUARD_REAL_NODE"):
+            raise SystemExit("--start-delay needs the local cluster's real node (the `node` add-on)")
+        walls = dict((n, []) for n in sizes)
+        spaces = []
+        for r in range(self.args.runs):
+            for n in sizes:
+                ns = self.namespace()
+                spaces.append(ns)
+                walls[n].append(self.measure(self.slow_starts(n, ns))["wall"])
+            self.cleanup(spaces[-len(sizes):])
+            sys.stderr.write("  slow starts round %d/%d done\n" % (r + 1, self.args.runs))
+        print("\nnim_rollout, pods ready %d s after they start (fake NIM on the real node), converge + wait, "
+              "medians of %d runs" % (self.args.start_delay, self.args.runs))
+        for n in sizes:
+            print("  %3d service(s) %9.2f s" % (n, statistics.median(walls[n])))
+        ratio = statistics.median(b / a for a, b in zip(walls[sizes[0]], walls[sizes[-1]]))
+        print("  %d services / %d service (paired): %.2f x (target: at most 1.3)" % (sizes[-1], sizes[0], ratio))
+
     def ping(self):
         return [self.play([{"ansible.builtin.ping": {}}], "ping.json")]
 
@@ -250,8 +294,11 @@ class Bench(object):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--sizes", default="1,10,100")
+    parser.add_argument("--sizes")
     parser.add_argument("--skip-slow", action="store_true", help="no kubernetes.core task-per-object above N=1")
+    parser.add_argument("--start-delay", type=int, default=0,
+                        help="instead: nim_rollout's converge and wait for --sizes services (default 1,10) whose pods "
+                        "become ready this many seconds after they start")
     parser.add_argument("--contenders", type=lambda v: v.split(","), default=CONTENDERS,
                         help="comma-separated, of %s (c_* need kubernetes.core and the kubernetes package)"
                         % ",".join(CONTENDERS))
@@ -263,7 +310,11 @@ def main():
         t = time.monotonic()
         subprocess.run([sys.executable, "-c", "import kubernetes.client"], check=True)
         print("import kubernetes.client alone: %.2f s (our modules do not import it)" % (time.monotonic() - t))
-    for n in [int(x) for x in args.sizes.split(",")]:
+    if args.start_delay:
+        bench.run_slow_starts([int(x) for x in (args.sizes or "1,10").split(",")])
+        print("\ntotal benchmark time: %.0f s" % (time.monotonic() - t0))
+        return
+    for n in [int(x) for x in (args.sizes or "1,10,100").split(",")]:
         first, rerun = bench.run_size(n)
         bench.report(n, "first converge (empty namespace)", first)
         bench.report(n, "rerun, nothing to change", rerun)

@@ -68,3 +68,43 @@ def test_free_gpus_are_allocatable_minus_what_other_pods_request(cluster, namesp
     doctor = run_play(cluster, [{"nimguard.k8s.nim_doctor": {
         "namespace": ns, "checks": ["gpu"], "services": [dict(service, resources={"gpus": 5})]}}])
     assert not doctor[0].get("failed") and [f for f in doctor[0]["findings"] if f["check"] == "gpu"] == [], doctor
+
+
+def test_every_gpu_in_use_a_rerun_passes_a_roll_or_a_new_service_names_the_shortage(cluster, namespace, gpu_node):
+    """All 8 GPUs of the node taken (7 by the service's pod, 1 by another pod): a rerun and a change that starts no
+    pod need no free GPU; a change to the pods does (its new pod starts beside the old one, maxUnavailable 0), and
+    so does a new service. 7 per pod: no other node of the shared cluster has that many."""
+    ns = namespace
+    run_play(cluster, [{"nimguard.k8s.nim_secret": {"name": "ngc-api-secret", "namespace": ns, "kind": "ngc",
+                                                    "value": "nvapi-checks-" + uuid.uuid4().hex}}])
+    service = dict(name="llama", namespace=ns, auth_secret="ngc-api-secret", image=IMAGE, resources={"gpus": 7},
+                   node_selector={"kubernetes.io/hostname": gpu_node},
+                   tolerations=[{"key": "nimguard.io/test-only", "operator": "Exists"}])
+    play = run_play(cluster, [{"nimguard.k8s.nim_service": dict(service, wait=True, wait_timeout=120)}])
+    assert play[0].get("changed") is True and not play[0].get("failed"), play
+    gpu_pod(cluster, ns, gpu_node, 1)
+
+    mark = cluster.audit_mark()
+    play = run_play(cluster, [
+        {"nimguard.k8s.nim_service": service},
+        {"nimguard.k8s.nim_doctor": {"namespace": ns, "checks": ["gpu"], "services": [service]}}])
+    assert play[0].get("changed") is False and not play[0].get("failed"), play
+    assert not play[1].get("failed") and [f for f in play[1]["findings"] if f["check"] == "gpu"] == [], play
+    assert writes(cluster, mark, ns) == []
+
+    # a change to the Service only: no pod starts, no GPU needed
+    annotated = dict(service, expose={"service": {"annotations": {"example.com/owner": "h8"}}})
+    play = run_play(cluster, [{"nimguard.k8s.nim_service": annotated}])
+    assert play[0].get("changed") is True and not play[0].get("failed"), play
+
+    # a change to the pods: the new pod needs 7 free beside the old one's 7; nothing written
+    mark = cluster.audit_mark()
+    rolled = dict(annotated, env=[{"name": "NIM_LOG_LEVEL", "value": "DEBUG"}])
+    new = dict(service, name="other")
+    play = run_play(cluster, [{"nimguard.k8s.nim_service": rolled}, {"nimguard.k8s.nim_service": new}])
+    assert play[0].get("failed") is True, play
+    assert play[0]["msg"].startswith("resources.gpus: 7 GPU(s) requested per pod, but no node has that many free "
+                                     "nvidia.com/gpu for the rolling update's new pod") and "Fix" in play[0]["msg"], play
+    assert play[1].get("failed") is True, play
+    assert "no node advertises that many free nvidia.com/gpu" in play[1]["msg"], play
+    assert writes(cluster, mark, ns) == []

@@ -15,6 +15,12 @@ NAME = "nim_info"
 
 def run(p, task):
     client = task.client(p)
+    if p["rollouts"]:  # Deployments' rollouts, waited for together (nim_rollout, after applying every service)
+        deps = wait.rollouts(client, [(r["namespace"], r["name"]) for r in p["rollouts"]],
+                             p["wait_timeout"], progress=task.progress)
+        return dict(changed=False, resources=[clean(d) for d in deps], exists=True,
+                    rollouts=dict(("%s/%s" % (d["metadata"]["namespace"], d["metadata"]["name"]),
+                                   wait.rollout_status(d)) for d in deps))
     res = client.resource(p["api_version"], p["kind"])
     namespace = p["namespace"] if res.namespaced else None
     if p["name"] and p["wait_condition"]:  # the same wait as nim_apply's, on an object someone else made

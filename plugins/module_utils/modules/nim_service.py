@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs, wait
+from ansible_collections.nimguard.k8s.plugins.module_utils import checks, pod, render, specs, wait
 from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, hash_key, prune_scope
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 from ansible_collections.nimguard.k8s.plugins.module_utils.labels import HASH_KEY_SECRET
@@ -18,6 +18,8 @@ SECRET = ("v1", "Secret")
 
 def run(p, task):
     p = specs.complete_service(p)
+    if p["wait_timeout"] is None:  # derived from the probes, so a first model download is not cut short
+        p["wait_timeout"] = pod.rollout_timeout(p)
     name, namespace, native = p["name"], p["namespace"], p["backend"] == "native"
     with_rbac = native and p["rbac"]["create"]
     client = task.client(p)
@@ -57,13 +59,16 @@ def run(p, task):
         warnings.append(rotation)
     plan = conv.plan(objs, prune)
     if p["preflight"] and plan.pending:
-        preflight(client, p, task.check_mode, warnings, consumed)
+        preflight(client, p, task.check_mode, warnings, consumed, _new_pods(plan, native))
     conv.converge(objs, prune, plan=plan)
     conv.warnings.extend(warnings)
     extra = dict(secrets_hash=secrets_hash, secret_delivery=p["secret_delivery"]["mode"],
                  endpoint="http://%s.%s.svc:%s" % (name, namespace, p["expose"]["service"]["port"]))
+    if native:  # what nim_rollout waits for, all services together, after applying them all
+        extra.update(wait_for=dict(name=name, namespace=namespace), wait_timeout=p["wait_timeout"])
     if p["wait"] and not task.check_mode and native:
-        extra["rollout"] = wait.rollout_status(wait.rollout(client, namespace, name, p["wait_timeout"]))
+        extra["rollout"] = wait.rollout_status(wait.rollout(client, namespace, name, p["wait_timeout"],
+                                                            progress=task.progress))
     return conv.result(**extra)
 
 
@@ -118,10 +123,18 @@ def _secrets_hash(conv, p, warnings, consumed, uses, key_secret):
     return short_hash(hashes) if hashes and rolls else None
 
 
-def preflight(client, p, check_mode, warnings, consumed):
+def _new_pods(plan, native):
+    """checks.new_pods() for this converge's Deployment; the operator's pods: as if new."""
+    if not native:
+        return "all"
+    dep = [o for o in plan.desired if o["kind"] == "Deployment"][0]
+    return checks.new_pods(dep, plan.live(dep))
+
+
+def preflight(client, p, check_mode, warnings, consumed, new_pods="all"):
     """The cluster checks before any write (checks.py, shared with the doctor): the auth Secret's key, pull
-    Secrets, RuntimeClass, free GPUs, hostPath. `consumed`: the consumed Secrets, already read (missing ones
-    already reported by _secrets_hash)."""
+    Secrets, RuntimeClass, free GPUs (only when new pods start: checks.new_pods()), hostPath. `consumed`: the
+    consumed Secrets, already read (missing ones already reported by _secrets_hash)."""
     report = checks.Preflight(warnings)
     namespace = p["namespace"]
     for name, (field, key_field, keys) in sorted(render.secrets_consumed(p).items()):
@@ -134,7 +147,7 @@ def preflight(client, p, check_mode, warnings, consumed):
             checks.pull_secret(report, found[name], namespace, name)
     if p["runtime_class_name"]:
         checks.runtime_class(report, client, p["runtime_class_name"])
-    if p["resources"]["gpus"]:
-        checks.gpus(report, client, p["resources"]["gpus"], {(namespace, p["name"])})
+    if p["resources"]["gpus"] and new_pods:
+        checks.gpus(report, client, p["resources"]["gpus"], {(namespace, p["name"])}, surge=new_pods == "surge")
     if p["storage"]["host_path"]:
         checks.host_path(report, client, namespace)

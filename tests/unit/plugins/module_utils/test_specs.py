@@ -2,7 +2,10 @@
 
 import pytest
 
+from ansible_collections.nimguard.k8s.plugins.module_utils.pod import rollout_timeout
 from ansible_collections.nimguard.k8s.plugins.module_utils.specs import expand_service, validator_for
+
+from .helpers import service
 
 SERVICE = {"name": "llama", "namespace": "nim", "auth_secret": "ngc", "image": {"repository": "nvcr.io/nim/x"},
            "replicas": 2}
@@ -47,3 +50,14 @@ def test_a_connection_option_is_named_before_a_typo():
 def test_service_must_be_a_dict():
     with pytest.raises(ValueError, match="service: expected a dict"):
         expand_service({"service": "llama"})
+
+
+def test_default_wait_timeout_derives_from_the_probes():
+    """600 s for the pull, the startup probe's delay + period x threshold, the readiness probe's, per surge round."""
+    assert rollout_timeout(service()) == 600 + 10 + 10 * 180 + 5 * 3
+    no_startup = service(probes={"startup": {"enabled": False}})
+    assert rollout_timeout(no_startup) == 600 + 15
+    assert rollout_timeout(service(replicas=3)) == 3 * 2425  # one surge pod at a time
+    assert rollout_timeout(service(replicas=4, rollout={"max_surge": 2})) == 2 * 2425
+    assert rollout_timeout(service(replicas=4, rollout={"max_surge": "50%"})) == 2 * 2425
+    assert rollout_timeout(service(replicas=4, rollout={"max_surge": "x"})) == 4 * 2425  # the API server says why
