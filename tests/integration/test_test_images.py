@@ -231,13 +231,17 @@ def start(containerd, cid, port, env, mounts=(), args=(), image=FAKENIM):
     containerd.ctr(*(cmd + [image, cid] + list(args)))
 
 
-def stop(containerd, cid):
-    """SIGTERM; `ctr task delete` exits with the task's exit status, so check=True proves it exited 0."""
+def stop(containerd, cid, last_line="stopped"):
+    """SIGTERM; `ctr task delete` exits with the task's exit status, so check=True proves it exited 0. The log,
+    once it holds the fake NIM's last line."""
     containerd.ctr("task", "kill", "-s", "SIGTERM", cid)
     wait_until("%s stopped" % cid, lambda: "STOPPED" in containerd.ctr("task", "ls").stdout.split(cid, 1)[1].split("\n")[0])
     containerd.ctr("task", "delete", cid)
     containerd.ctr("containers", "delete", cid)
-    return (containerd.dir / (cid + ".log")).read_text()
+    # The shim copies the task's output to the log file asynchronously: under load the last line can land after
+    # the task is gone. A bounded wait for it; a run that never logs it still fails.
+    log = containerd.dir / (cid + ".log")
+    return wait_until("%s's last log line" % cid, lambda: last_line in log.read_text() and log.read_text(), bound=15)
 
 
 def test_fakenim_image_read_only_non_root(containerd):
