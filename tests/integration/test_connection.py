@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import urllib.error
 import urllib.request
 
@@ -25,6 +26,7 @@ from ansible_collections.nimguard.k8s.plugins.module_utils import client, kubeco
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
 
 IMAGE = {"repository": "nvcr.io/nim/meta/llama-3.1-8b-instruct", "tag": "1.3.3"}
+KEY = "nvapi-CONNECTION-" + uuid.uuid4().hex  # a canary, made per run (no key-shaped literal in the tree)
 
 
 @pytest.fixture
@@ -301,7 +303,7 @@ def test_group_proxy_with_credentials_reaches_nim_service_and_never_shows(cluste
     try:
         defaults = {"group/nimguard.k8s.k8s": {"proxy": "http://deployer:%s@127.0.0.1:%d" % (password, relay.port)}}
         tasks = [{"nimguard.k8s.nim_secret": {"name": "ngc-api-secret", "namespace": namespace, "kind": "ngc",
-                                              "value": "nvapi-connection-test-not-a-key"}},
+                                              "value": KEY}},
                  {"nimguard.k8s.nim_service": {"name": "via-proxy", "namespace": namespace,
                                                "auth_secret": "ngc-api-secret", "image": IMAGE,
                                                "outbound_proxy": {"https_proxy": "http://egress.example.com:3128"}}}]
@@ -323,7 +325,7 @@ def test_group_proxy_with_credentials_reaches_nim_service_and_never_shows(cluste
 def test_old_proxy_dict_of_nim_service_is_taken_with_a_deprecation(cluster, namespace):
     play = run_play(cluster, [
         {"nimguard.k8s.nim_secret": {"name": "ngc-api-secret", "namespace": namespace, "kind": "ngc",
-                                     "value": "nvapi-connection-test-not-a-key"}},
+                                     "value": KEY}},
         {"nimguard.k8s.nim_service": {"name": "old-proxy", "namespace": namespace, "auth_secret": "ngc-api-secret",
                                       "image": IMAGE, "proxy": {"https_proxy": "http://egress.example.com:3128"}}}])
     assert all(not r.get("failed") for r in play.results), play
@@ -346,7 +348,7 @@ def test_no_proxy_bypasses_the_api_proxy(cluster):
 def test_impersonation_acts_under_the_rbac_of_the_impersonated_user(cluster, namespace):
     """The session admin impersonating the limited user (no rights) is refused what the admin may do; impersonating
     a user in group system:masters may; the limited user may not impersonate at all. Before: unsupported options."""
-    secret = {"name": "ngc-api-secret", "namespace": namespace, "kind": "ngc", "value": "nvapi-impersonation-test"}
+    secret = {"name": "ngc-api-secret", "namespace": namespace, "kind": "ngc", "value": KEY}
     mark = cluster.audit_mark()
     play = run_play(cluster, [
         {"nimguard.k8s.nim_secret": dict(secret, impersonate_user=cluster.limited_user)},
