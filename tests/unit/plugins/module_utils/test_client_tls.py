@@ -8,7 +8,6 @@ Pythons the second case sets the strict flag the way 3.13 does."""
 import datetime
 import http.server
 import ipaddress
-import json
 import ssl
 import threading
 
@@ -19,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import client
+
+from .helpers import JsonHandler
 
 
 def _cert(subject, key, issuer, issuer_key, ca, key_usage):
@@ -51,17 +52,9 @@ def _ca(name, key_usage):
     return key, _cert(name, key, name, key, ca=True, key_usage=key_usage)
 
 
-class _Version(http.server.BaseHTTPRequestHandler):
+class _Version(JsonHandler):
     def do_GET(self):  # noqa: N802  (http.server's naming)
-        body = json.dumps({"gitVersion": "v1.35.4"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200, {"gitVersion": "v1.35.4"})
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ pair loaded from memory and an encrypted key, outbound_proxy's old name."""
 
 import datetime
 import http.server
-import json
 import os
 import pty
 import select
@@ -21,6 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from ansible_collections.nimguard.k8s.plugins.module_utils import client, kubeconfig, specs, transport
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
+
+from .helpers import JsonHandler
 
 
 def _config(folder, context, user, current=True, extra_clusters=()):
@@ -226,22 +227,15 @@ def test_nim_service_takes_the_api_proxy_as_proxy():
     assert result.validated_parameters["api_proxy"] == "http://proxy:3128"
 
 
-class _TokenServer(http.server.BaseHTTPRequestHandler):
+class _TokenServer(JsonHandler):
     """Answers 200 to `Bearer <accept>` only, 401 to anything else; records the Authorization headers."""
     seen, accept = [], "new"
 
     def do_GET(self):  # noqa: N802  (http.server's naming)
         self.seen.append(self.headers.get("Authorization"))
         ok = self.headers.get("Authorization") == "Bearer " + self.accept
-        body = json.dumps({"kind": "APIGroupList"} if ok else {"kind": "Status", "reason": "Unauthorized"}).encode()
-        self.send_response(200 if ok else 401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(200 if ok else 401,
+                       {"kind": "APIGroupList"} if ok else {"kind": "Status", "reason": "Unauthorized"})
 
 
 def test_a_rotated_token_file_is_read_again_on_401(tmp_path):
