@@ -23,7 +23,7 @@ EXTRA = {"wait.py": [
 # Where the messages come from (plugins/module_utils files), in the order the page lists them. Every file with a
 # message must be in one area: the page would silently miss it otherwise.
 AREAS = [("Connecting to the cluster", ("errors.py", "kubeconfig.py", "transport.py", "client.py")),
-         ("Options (checked before anything is sent)", ("validate.py", "specs.py")),
+         ("Options (checked before anything is sent)", ("validate.py", "specs.py", "secrets.py")),
          ("Applying and waiting (API errors, rollouts)", ("apply.py", "wait.py")),
          ("Secrets, services and objects: checks against the cluster",
           ("checks.py", "modules/nim_secret.py", "modules/nim_service.py", "modules/nim_apply.py")),

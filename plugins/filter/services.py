@@ -1,16 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: nimguard.k8s contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""nim_services: every service of a rollout checked as nim_service would check it, before anything is written
-(documented in nim_services.yml). The nim_rollout role and the playbooks call it in their first task: the module
-alone validates before its own writes, but a role writes a namespace and Secrets before its first service."""
+"""nim_services and nim_secrets: every service (every Secret) of a rollout checked as nim_service (nim_secret) would
+check it, before anything is written (documented in nim_services.yml and nim_secrets.yml). The nim_rollout role and
+the playbooks call them in their first task: a module alone validates before its own writes, but a role writes a
+namespace and Secrets before its first service."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.specs import service_options
+from ansible_collections.nimguard.k8s.plugins.module_utils.redact import Scrubber
+from ansible_collections.nimguard.k8s.plugins.module_utils.secrets import elements, values
+from ansible_collections.nimguard.k8s.plugins.module_utils.specs import service_options, validator_for
 
 
 def _plain(value):
@@ -41,6 +44,29 @@ def nim_services(services, source="nim_rollout_services"):
     return services
 
 
+def nim_secrets(secrets, namespace, source="nim_rollout_service_secrets"):
+    """The Secrets unchanged, once each passes nim_secret's `secrets` element spec and checks (names, kinds, values,
+    a name given twice); raises AnsibleFilterError naming the element, the field and the fix, scrubbed of every value
+    in the list (a message of the argument spec validator may quote what it could not convert)."""
+    if not isinstance(secrets, list):
+        raise AnsibleFilterError("%s: expected a list of Secrets, got %s. Fix: give a list of nimguard.k8s.nim_secret "
+                                 "`secrets` elements, such as {name: llama-ngc, kind: ngc, value: ...}."
+                                 % (source, type(secrets).__name__))
+    plain = _plain(secrets)
+    scrub = Scrubber()
+    for value in values({"secrets": plain}):
+        scrub.add(value)
+    result = validator_for("nim_secret").validate({"namespace": namespace, "secrets": plain})
+    try:
+        if result.error_messages:
+            raise NimError(result.error_messages[0])
+        elements(result.validated_parameters)
+    except NimError as e:
+        msg = source + e.msg[len("secrets"):] if e.msg.startswith("secrets[") else "%s: %s" % (source, e.msg)
+        raise AnsibleFilterError(scrub.scrub(msg))
+    return secrets
+
+
 class FilterModule(object):
     def filters(self):
-        return {"nim_services": nim_services}
+        return {"nim_services": nim_services, "nim_secrets": nim_secrets}

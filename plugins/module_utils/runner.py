@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 
-from ansible_collections.nimguard.k8s.plugins.module_utils import specs
+from ansible_collections.nimguard.k8s.plugins.module_utils import secrets, specs
 from ansible_collections.nimguard.k8s.plugins.module_utils.client import client_from_params
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError, unexpected
 from ansible_collections.nimguard.k8s.plugins.module_utils.kubeconfig import COMMAND_RUNNER
@@ -131,16 +131,10 @@ def _kubeconfig_secrets(doc, scrub):
 def scrubber(params):
     """Every secret value among the options, to be masked (in every form: redact._forms()) in anything returned."""
     s = Scrubber()
-    for name in ("api_key", "password", "value"):
-        s.add(params.get(name))
-    for v in (params.get("data") or {}).values():
-        s.add(str(v))
-    reg = params.get("registry") or {}
-    if reg.get("password"):
-        s.add(reg["password"])
-        s.add("%s:%s" % (reg["username"], reg["password"]))
-    tls = params.get("tls") or {}
-    s.add(tls.get("key"))
+    s.add(params.get("api_key"))
+    s.add(params.get("password"))
+    for value in secrets.values(params):  # nim_secret's, the list form's elements included
+        s.add(value)
     urls = [params.get("api_proxy")]
     for name in ("proxy", "outbound_proxy"):  # nim_service's outbound proxy (a dict), under its new and old name
         value = params.get(name)

@@ -44,7 +44,7 @@ _RULE = dict(type="list", elements="dict", default=[], options=dict(
 ))
 
 SECRET = dict(
-    name=dict(type="str", required=True),
+    name=dict(type="str"),
     kind=dict(type="str", default="generic", choices=["ngc", "huggingface", "registry", "tls", "generic"]),
     value=dict(type="str", no_log=True),
     key=dict(type="str", no_log=False),
@@ -56,13 +56,12 @@ SECRET = dict(
         password=dict(type="str", no_log=True),
         email=dict(type="str"),
     )),
-    tls=dict(type="dict", options=dict(
-        cert=dict(type="str"),
-        key=dict(type="str", no_log=True),
-        ca=dict(type="str"),
-        allow_expired=dict(type="bool", default=False),
-    )),
+    tls=dict(type="dict", options=dict(cert=dict(type="str"), key=dict(type="str", no_log=True), ca=dict(type="str"),
+                                       allow_expired=dict(type="bool", default=False))),
 )
+# The list form: many Secrets in one task (a loop costs a task run per item), each element one Secret's options.
+SECRET["secrets"] = dict(type="list", elements="dict", no_log=False, mutually_exclusive=[["value", "data"]],
+                         options=dict(SECRET, name=dict(type="str", required=True)))
 
 # The Role's options, the same in nim_rbac and in nim_service's `rbac`.
 _ROLE = dict(
@@ -259,6 +258,7 @@ DOCTOR = dict(
     fail_on=dict(type="str", default="fail", choices=["fail", "warn", "never"]),
     uses_cert_manager=dict(type="bool", default=False),
     uses_external_secrets=dict(type="bool", default=False),
+    written_secrets=dict(type="list", elements="str", default=[], no_log=False),
 )
 
 IMAGE_SCAN = dict(
@@ -290,7 +290,7 @@ def _merged(*parts):
 # Each module's options and the constraints between them.
 MODULES = dict(
     nim_secret=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, SECRET),
-                dict(mutually_exclusive=[["value", "data"]])),
+                dict(mutually_exclusive=[["value", "data"], ["name", "secrets"]], required_one_of=[["name", "secrets"]])),
     nim_rbac=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, RBAC), {}),
     nim_service=(_merged(CONNECTION_ARGS, _NAMESPACE, _STATE, _META, SERVICE),
                  dict(required_if=[["state", "present", ["image"]]])),

@@ -59,6 +59,14 @@ options:
     description: The deployment relies on External Secrets Operator (its CRDs must exist).
     type: bool
     default: false
+  written_secrets:
+    description:
+      - Names of Secrets that the caller writes after the doctor runs (a role's own per-service Secrets); the
+        C(secrets) check does not look for them. The C(nimguard.k8s.nim_rollout) role passes the names of
+        O(ignore:nim_rollout_service_secrets).
+    type: list
+    elements: str
+    default: []
 '''
 
 EXAMPLES = r'''

@@ -27,9 +27,78 @@ extends_documentation_fragment: [nimguard.k8s.attributes, nimguard.k8s.connectio
 options:
   name:
     description:
-      - Name of the Secret.
+      - Name of the Secret. Required unless O(secrets) is given.
     type: str
-    required: true
+  secrets:
+    description:
+      - Many Secrets in one task, each element one Secret's options (O(name) and the value options below);
+        O(namespace), O(state), O(labels), O(annotations) and the connection are the task's. A loop costs a task
+        run per item; this form reads the namespace's Secrets once, so a rerun of fifty per-service Secrets costs
+        about one task.
+      - Every element's value is checked, and every Secret read, before the first write. An element without a value
+        is only checked, as the task is without O(value); a name given twice is refused.
+      - The result lists each Secret in RV(secrets) instead of RV(secret) and RV(content_hash).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the Secret.
+        type: str
+        required: true
+      kind:
+        description: As O(kind).
+        type: str
+        default: generic
+        choices: [ngc, huggingface, registry, tls, generic]
+      value:
+        description: As O(value).
+        type: str
+      key:
+        description: As O(key).
+        type: str
+      keys:
+        description: As O(keys).
+        type: list
+        elements: str
+        default: []
+      data:
+        description: As O(data).
+        type: dict
+      registry:
+        description: As O(registry).
+        type: dict
+        suboptions:
+          server:
+            description: Registry host.
+            type: str
+            default: nvcr.io
+          username:
+            description: Registry user.
+            type: str
+            default: $oauthtoken
+          password:
+            description: Registry password (for NGC, the NGC API key).
+            type: str
+          email:
+            description: Optional e-mail.
+            type: str
+      tls:
+        description: As O(tls).
+        type: dict
+        suboptions:
+          cert:
+            description: PEM certificate chain.
+            type: str
+          key:
+            description: PEM private key.
+            type: str
+          ca:
+            description: Optional PEM CA certificate.
+            type: str
+          allow_expired:
+            description: Accept an expired certificate (for tests only).
+            type: bool
+            default: false
   kind:
     description:
       - V(ngc) - the NGC API key under O(key) (default C(NGC_API_KEY)), as the NIM Operator's O(ignore:authSecret)
@@ -176,6 +245,14 @@ EXAMPLES = r'''
     name: hf-token-secret
     namespace: nim-service
     state: absent
+
+- name: Per-service Secrets, many in one task (values from Ansible Vault)
+  nimguard.k8s.nim_secret:
+    namespace: nim-service
+    secrets:
+      - {name: llama-ngc, kind: ngc, value: "{{ vault_llama_ngc_key }}"}
+      - {name: llama-hf, kind: huggingface, value: "{{ vault_llama_hf_token }}"}
+      - {name: llama-pull, kind: registry, registry: {password: "{{ vault_llama_ngc_key }}"}}
 '''
 
 RETURN = r'''
@@ -201,12 +278,19 @@ content_hash:
       bytes, so it can gate a restart. Its key is random, kept in the Secret C(nimguard-hash-key) of the namespace
       (made on first use; a check-mode run or a check of an existing Secret before that uses a key of its own), so
       the hash cannot be tested against guesses by whoever lacks the right to read Secrets.
-  returned: when state is present
+  returned: when state is present and secrets is not given
   type: str
   sample: hmac-sha256:4f1c2a9e0b7d3c55
+secrets:
+  description: With O(secrets), each Secret as RV(secret) describes it, with its RV(content_hash).
+  returned: when secrets is given and state is present
+  type: list
+  elements: dict
+  sample:
+    - {name: llama-ngc, namespace: nim-service, type: Opaque, keys: [NGC_API_KEY], content_hash: "hmac-sha256:4f1c2a9e0b7d3c55"}
 secret:
   description: Name, namespace, type and key names (never values) of the Secret.
-  returned: when state is present
+  returned: when state is present and secrets is not given
   type: dict
   sample: {name: ngc-api-secret, namespace: nim-service, type: Opaque, keys: [NGC_API_KEY]}
 diff:

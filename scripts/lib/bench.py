@@ -10,6 +10,11 @@ Prints figures; asserts nothing. Every comparison is a ratio of runs paired in t
 (c) kubernetes.core.k8s: one task per object, and one task per service holding all its objects
 (d) a playbook with one ansible.builtin.ping task: Ansible's fixed cost
 
+--per-service-secrets (instead): reruns of nim_rollout with 10 services and five per-service Secrets each (NGC key, HF
+token, three pull secrets; 50 Secrets) in the role's one Secret task (nim_rollout_service_secrets), against the same
+Secrets in a nim_secret loop, the role with no per-service Secrets, nim_secret's list form and loop alone, and the ping
+playbook.
+
 --start-delay S (instead): the nim_rollout role's converge and wait for 1 service, then 10, whose pods become ready S seconds
 after they start (the fake NIM's FAKENIM_STARTUP_DELAY on the local cluster's real node): the role applies them all
 before waiting for all together, so 10 should take little more than 1.
@@ -140,6 +145,67 @@ class Bench(object):
 
     # --- the four contenders -------------------------------------------------------------------
 
+    @staticmethod
+    def service_secrets(n):
+        """Five Secrets per service: its NGC key, Hugging Face token and three pull secrets."""
+        out = []
+        for i in range(n):
+            out += [{"name": "ngc-%03d" % i, "kind": "ngc", "value": KEY},
+                    {"name": "hf-%03d" % i, "kind": "huggingface", "value": "hf_" + KEY}]
+            out += [{"name": "pull-%03d-%d" % (i, j), "kind": "registry", "registry": {"password": KEY}} for j in range(3)]
+        return out
+
+    def rollout(self, ns, n, secrets_in_role):
+        """nim_rollout with n services using their own Secrets, written by the role (or, if not, by someone else)."""
+        services = []
+        for i in range(n):
+            o = dict(service_options(i, ns), auth_secret="ngc-%03d" % i, hf_secret="hf-%03d" % i)
+            o["image"] = dict(o["image"], pull_secrets=["pull-%03d-%d" % (i, j) for j in range(3)])
+            o.pop("namespace")
+            services.append(o)
+        return {"ansible.builtin.include_role": {"name": "nimguard.k8s.nim_rollout"}, "vars": {
+            "nim_rollout_namespace": ns, "nim_rollout_manage_namespace": False, "nim_rollout_secrets_source": "existing",
+            "nim_rollout_registry_secret": False, "nim_rollout_doctor": False, "nim_rollout_wait": False,
+            "nim_rollout_image_scan": {"enabled": False, "disabled_reason": "benchmark: KWOK nodes"},
+            "nim_rollout_ngc_secret_name": "ngc-000", "nim_rollout_services": services,
+            "nim_rollout_service_secrets": self.service_secrets(n) if secrets_in_role else []}}
+
+    def run_per_service_secrets(self, n=10):
+        """Reruns, paired with the ping playbook in each round."""
+        ns = self.namespace()
+        secrets = self.service_secrets(n)
+        loop = {"nimguard.k8s.nim_secret": {
+            "name": "{{ item.name }}", "namespace": ns, "kind": "{{ item.kind }}",
+            "value": "{{ item.value | default(omit) }}", "registry": "{{ item.registry | default(omit) }}"},
+            "loop": secrets, "loop_control": {"label": "{{ item.name }}"}}
+        forms = {
+            "role, Secrets in its one task": [self.play([self.rollout(ns, n, True)], "role-secrets.json")],
+            "role after a nim_secret loop": [self.play([loop, self.rollout(ns, n, False)], "loop-role.json")],
+            "role, no per-service Secrets": [self.play([self.rollout(ns, n, False)], "role-alone.json")],
+            "nim_secret list form alone": [self.play([{"nimguard.k8s.nim_secret": {"namespace": ns, "secrets": secrets}}],
+                                                     "list-alone.json")],
+            "nim_secret loop alone": [self.play([loop], "loop-alone.json")],
+            "d_ping": self.ping()}
+        for cmds in forms.values():
+            self.measure(cmds)  # the first converge (and warm caches); what follows are reruns
+        runs = dict((name, []) for name in forms)
+        for r in range(self.args.runs):
+            for name, cmds in forms.items():
+                runs[name].append(self.measure(cmds))
+            sys.stderr.write("  per-service secrets round %d/%d done\n" % (r + 1, self.args.runs))
+        self.cleanup([ns])
+        ping = [m["wall"] for m in runs["d_ping"]]
+        print("\nRerun, %d services with 5 per-service Secrets each (%d Secrets), medians of %d runs, paired with ping"
+              % (n, 5 * n, self.args.runs))
+        for name, ms in runs.items():
+            print("  %-34s %6.2f s %6.2f x ping  reads %3d  writes %d" % (
+                name, statistics.median(m["wall"] for m in ms), statistics.median(
+                    m["wall"] / p for m, p in zip(ms, ping)), statistics.median(m["reads"] for m in ms),
+                max(m["writes"] for m in ms)))
+        extra = statistics.median((a["wall"] - b["wall"]) / p for a, b, p in zip(
+            runs["role, Secrets in its one task"], runs["role, no per-service Secrets"], ping))
+        print("  the %d per-service Secrets add %.2f x ping to the role's rerun (paired)" % (5 * n, extra))
+
     def ours(self, n, ns):
         if n == 1:
             o = service_options(0, ns)
@@ -158,20 +224,16 @@ class Bench(object):
             o = service_options(i, ns)
             o.pop("namespace")
             services.append(o)
-        # The role's secrets are per namespace; per-service secrets come from a generic loop, as a user
-        # with one key per service would write them.
+        # Per-service Secrets (a key and a pull secret per service), written by the role in its one Secret task.
+        secrets = [{"name": "ngc-%03d" % i, "kind": "ngc", "value": KEY} for i in range(n)] + [
+            {"name": "pull-%03d" % i, "kind": "registry", "registry": {"password": KEY}} for i in range(n)]
         tasks = [
-            {"nimguard.k8s.nim_secret": {"name": "{{ item }}", "namespace": ns, "kind": "ngc", "value": KEY},
-             "loop": ["ngc-%03d" % i for i in range(n)]},
-            {"nimguard.k8s.nim_secret": {"name": "{{ item }}", "namespace": ns, "kind": "registry",
-                                         "registry": {"password": KEY}},
-             "loop": ["pull-%03d" % i for i in range(n)]},
             {"ansible.builtin.include_role": {"name": "nimguard.k8s.nim_rollout"},
              "vars": {"nim_rollout_namespace": ns, "nim_rollout_manage_namespace": False,
                       "nim_rollout_secrets_source": "existing", "nim_rollout_registry_secret": False,
                       "nim_rollout_doctor": False, "nim_rollout_wait": False,
                       "nim_rollout_image_scan": {"enabled": False, "disabled_reason": "benchmark: KWOK nodes"},
-                      "nim_rollout_ngc_secret_name": "ngc-000",
+                      "nim_rollout_ngc_secret_name": "ngc-000", "nim_rollout_service_secrets": secrets,
                       "nim_rollout_services": services}}]
         return [self.play(tasks, "ours-%s.json" % ns)]
 
@@ -296,6 +358,9 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes")
     parser.add_argument("--skip-slow", action="store_true", help="no kubernetes.core task-per-object above N=1")
+    parser.add_argument("--per-service-secrets", action="store_true",
+                        help="instead: reruns of 10 services with 5 per-service Secrets each, in the role's one task, "
+                        "in a loop, and none, against ping")
     parser.add_argument("--start-delay", type=int, default=0,
                         help="instead: nim_rollout's converge and wait for --sizes services (default 1,10) whose pods "
                         "become ready this many seconds after they start")
@@ -310,6 +375,10 @@ def main():
         t = time.monotonic()
         subprocess.run([sys.executable, "-c", "import kubernetes.client"], check=True)
         print("import kubernetes.client alone: %.2f s (our modules do not import it)" % (time.monotonic() - t))
+    if args.per_service_secrets:
+        bench.run_per_service_secrets()
+        print("\ntotal benchmark time: %.0f s" % (time.monotonic() - t0))
+        return
     if args.start_delay:
         bench.run_slow_starts([int(x) for x in (args.sizes or "1,10").split(",")])
         print("\ntotal benchmark time: %.0f s" % (time.monotonic() - t0))

@@ -12,7 +12,7 @@ FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), *[".."] * 4, "
 LAYERS = [
     ("errors",),
     # options, objects and names: no HTTP
-    ("labels", "redact", "kubeconfig", "validate", "specs", "pod", "render", "scan"),
+    ("labels", "redact", "kubeconfig", "validate", "specs", "secrets", "pod", "render", "scan"),
     ("client", "transport", "registry"),
     ("apply", "wait", "checks"),
     ("modules",),
