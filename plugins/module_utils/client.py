@@ -128,6 +128,7 @@ class Client(object):
         self._discovery = {}
         self._groups = None
         self._lists = {}
+        self._list_locks = {}
         self.shared_lists = False
         self._lock = threading.Lock()
         self._auth_lock = threading.Lock()
@@ -309,7 +310,11 @@ class Client(object):
             return self.list(res, namespace, selector(labels))
         key = (res.api_version, res.kind, namespace or "")
         if key not in self._lists:
-            self._lists[key] = dict((i["metadata"]["name"], i) for i in self.list(res, namespace, MANAGED_SELECTOR))
+            # checks.read asks from several threads at once: the first LISTs, the others wait for its answer
+            with self._list_locks.setdefault(key, threading.Lock()):
+                if key not in self._lists:
+                    self._lists[key] = dict((i["metadata"]["name"], i)
+                                            for i in self.list(res, namespace, MANAGED_SELECTOR))
         return [i for i in self._lists[key].values()
                 if all((i["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())]
 

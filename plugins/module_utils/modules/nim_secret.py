@@ -9,7 +9,7 @@ from __future__ import annotations
 from ansible_collections.nimguard.k8s.plugins.module_utils import checks, render, specs
 from ansible_collections.nimguard.k8s.plugins.module_utils.apply import Converger, hash_key, ref
 from ansible_collections.nimguard.k8s.plugins.module_utils.errors import NimError
-from ansible_collections.nimguard.k8s.plugins.module_utils.labels import HASH_KEY_SECRET, MANAGED
+from ansible_collections.nimguard.k8s.plugins.module_utils.labels import HASH_KEY_SECRET
 from ansible_collections.nimguard.k8s.plugins.module_utils.redact import secret_content_hash
 from ansible_collections.nimguard.k8s.plugins.module_utils.secrets import elements, has_value
 
@@ -25,10 +25,8 @@ def run(p, task):
         conv.absent([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": one["name"], "namespace": ns}}
                      for one in params])
         return conv.result()
-    res = client.resource("v1", "Secret")
     if len(params) > 1:  # one namespace-wide LIST of managed Secrets answers every read below
         client.shared_lists = True
-        client.list_labelled(res, ns, MANAGED)
     writes = any(has_value(one) for one in params)
     found = checks.read(client, ("v1", "Secret"), ns, [one["name"] for one in params] + [HASH_KEY_SECRET])
     plan = [_plan(one, found[one["name"]]) for one in params]  # every Secret checked before the first write

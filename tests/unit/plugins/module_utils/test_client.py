@@ -50,3 +50,40 @@ def test_resource_paths():
     assert dep.path("nim", "llama") == "/apis/apps/v1/namespaces/nim/deployments/llama"
     ns = client.Resource("v1", "Namespace", "namespaces", False)
     assert ns.path("ignored", "nim") == "/api/v1/namespaces/nim"
+
+
+def test_concurrent_reads_of_a_loop_share_one_list():
+    """With shared_lists, the reads checks.read starts in parallel wait for the first one's namespace-wide LIST
+    instead of each sending its own (the list form of nim_secret reads 50 Secrets this way)."""
+    import http.server
+    import threading
+    import time
+
+    from .helpers import JsonHandler
+
+    lists = []
+
+    class Api(JsonHandler):
+        def do_GET(self):
+            if "labelSelector" in self.path:
+                lists.append(self.path)
+                time.sleep(0.3)  # every reader has asked before the first LIST answers
+                self.send_json(200, {"items": [{"metadata": {"name": "ngc", "labels": {}}}]})
+            else:
+                self.send_json(404, {"kind": "Status", "code": 404})
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = kubeconfig.resolve_config(kubeconfig.connection_params(
+            {"host": "http://127.0.0.1:%d" % server.server_port}, env={}), env={})
+        c = client.Client(cfg)
+        c.shared_lists = True
+        res = client.Resource("v1", "Secret", "secrets", True)
+        names = ["ngc", "hf-1", "hf-2", "pull-1", "pull-2", "pull-3"]
+        found = dict(zip(names, client.parallel(lambda n: c.get_cached(res, "nim", n), names)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(lists) == 1, lists
+    assert found["ngc"]["metadata"]["name"] == "ngc" and found["hf-1"] is None
